@@ -1,0 +1,154 @@
+/**
+ * The versioned wire format every broker carries as an opaque body. It holds our own attempt
+ * counter, so retry decisions never depend on a broker's delivery count.
+ *
+ * Decoding is hardened against hostile bodies: size cap before parse, depth cap, `__proto__`
+ * and `constructor.prototype` keys rejected, unknown versions rejected.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Schema } from "effect"
+import { DecodeError } from "./Errors.js"
+
+/**
+ * The envelope version this library writes and reads.
+ *
+ * @since 0.1.0
+ */
+export const version = 1
+
+/**
+ * Library-wide cap on an encoded envelope, in bytes (the broker's own cap may be lower).
+ *
+ * @since 0.1.0
+ */
+export const maxBytes = 16 * 1024 * 1024
+
+/**
+ * Deepest nesting accepted in a decoded body.
+ *
+ * @since 0.1.0
+ */
+export const maxDepth = 64
+
+/**
+ * Trace context carried from enqueue to processing.
+ *
+ * @since 0.1.0
+ */
+export const TraceContext = Schema.Struct({
+  traceId: Schema.String,
+  spanId: Schema.String
+})
+
+/**
+ * The envelope schema (version 1).
+ *
+ * @since 0.1.0
+ */
+export const Envelope = Schema.Struct({
+  v: Schema.Literal(1),
+  id: Schema.String,
+  job: Schema.String,
+  payload: Schema.Unknown,
+  /** Attempts already made and failed; the delivery carrying it is attempt `attempts + 1`. */
+  attempts: Schema.Int,
+  maxAttempts: Schema.Int,
+  enqueuedAt: Schema.Number,
+  /** Epoch ms before which the job must not run (core hops delays past the broker's maximum). */
+  notBefore: Schema.optionalKey(Schema.Number),
+  idempotencyKey: Schema.optionalKey(Schema.String),
+  priority: Schema.Int,
+  group: Schema.optionalKey(Schema.String),
+  /** Per-job handler timeout in ms. */
+  timeout: Schema.optionalKey(Schema.Number),
+  trace: Schema.optionalKey(TraceContext)
+})
+
+/**
+ * @since 0.1.0
+ */
+export type Envelope = typeof Envelope.Type
+
+const decodeEnvelope = Schema.decodeUnknownSync(Envelope)
+
+/**
+ * Byte length of a string in UTF-8, without allocating a buffer.
+ *
+ * @since 0.1.0
+ */
+export const byteLength = (s: string): number => Buffer.byteLength(s, "utf8")
+
+/**
+ * Encode an envelope to its wire body.
+ *
+ * @since 0.1.0
+ */
+export const encode = (envelope: Envelope): string => JSON.stringify(envelope)
+
+const checkShape = (root: unknown): DecodeError | undefined => {
+  // iterative walk: a recursive one would let a deep body overflow the stack
+  const stack: Array<[unknown, number]> = [[root, 1]]
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!
+    if (value === null || typeof value !== "object") continue
+    if (depth > maxDepth) {
+      return new DecodeError({ reason: "TooDeep", message: `body is nested deeper than ${maxDepth} levels` })
+    }
+    if (Array.isArray(value)) {
+      for (const item of value) stack.push([item, depth + 1])
+      continue
+    }
+    for (const key of Object.keys(value)) {
+      const child = (value as Record<string, unknown>)[key]
+      if (key === "__proto__") {
+        return new DecodeError({ reason: "ForbiddenKey", message: "body contains a \"__proto__\" key" })
+      }
+      if (key === "constructor" && child !== null && typeof child === "object" && "prototype" in child) {
+        return new DecodeError({ reason: "ForbiddenKey", message: "body contains a \"constructor.prototype\" key" })
+      }
+      stack.push([child, depth + 1])
+    }
+  }
+  return undefined
+}
+
+/**
+ * Parse a wire body into an envelope, or say exactly why it cannot be one.
+ *
+ * @since 0.1.0
+ */
+export const decode = (body: string, limit: number = maxBytes): Effect.Effect<Envelope, DecodeError> =>
+  Effect.suspend(() => {
+    if (typeof body !== "string") {
+      return Effect.fail(new DecodeError({ reason: "NotJson", message: "body is not a string" }))
+    }
+    // length in UTF-16 units is at most the UTF-8 byte length, so this skips most of the work
+    if (body.length > limit || byteLength(body) > limit) {
+      return Effect.fail(new DecodeError({ reason: "TooLarge", message: `body exceeds ${limit} bytes` }))
+    }
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body)
+    } catch {
+      return Effect.fail(new DecodeError({ reason: "NotJson", message: "body is not valid JSON" }))
+    }
+    const shapeError = checkShape(parsed)
+    if (shapeError) return Effect.fail(shapeError)
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      return Effect.fail(new DecodeError({ reason: "InvalidEnvelope", message: "body is not a JSON object" }))
+    }
+    const v = (parsed as { v?: unknown }).v
+    if (v !== version) {
+      return Effect.fail(
+        new DecodeError({ reason: "UnknownVersion", message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}` })
+      )
+    }
+    try {
+      return Effect.succeed(decodeEnvelope(parsed))
+    } catch (error) {
+      return Effect.fail(
+        new DecodeError({ reason: "InvalidEnvelope", message: `invalid envelope: ${String((error as Error)?.message ?? error).slice(0, 500)}` })
+      )
+    }
+  })
