@@ -206,6 +206,11 @@ export interface BrokerShape {
   ) => Effect.Effect<ReadonlyArray<Delivery>, BrokerError>
   readonly deadLetters: DeadLetterStore
   readonly stats: (queue: string) => Effect.Effect<QueueStats, BrokerError>
+  /**
+   * Delete the queue and everything the broker keeps for it (dead letters, wait queues, keys).
+   * For tests and tooling; idempotent.
+   */
+  readonly deleteQueue: (queue: string) => Effect.Effect<void, BrokerError>
 }
 
 /**
