@@ -1,0 +1,193 @@
+/**
+ * The producer: validate and encode a job, check its size before any I/O, deduplicate by
+ * idempotency key, and send it. `enqueue` returns only once the broker has confirmed the job.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, Metric } from "effect"
+import { Broker, type BrokerShape, type SendResult } from "./Broker.js"
+import { DuplicateJob, type EnqueueError, UnsupportedCapability } from "./Errors.js"
+import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
+import type * as Job from "./Job.js"
+import * as Metrics from "./Metrics.js"
+import { type EnqueueOptions, prepare, type Prepared } from "./internal/prepare.js"
+
+export type { EnqueueOptions } from "./internal/prepare.js"
+
+/**
+ * What `enqueue` answers.
+ *
+ * @since 0.1.0
+ */
+export interface EnqueueResult {
+  readonly id: string
+  /** True when a job with the same idempotency key (or id) was already accepted; nothing new was sent. */
+  readonly duplicate: boolean
+}
+
+/**
+ * How long an emulated enqueue deduplication (brokers without native dedup) remembers a key.
+ *
+ * @since 0.1.0
+ */
+export const deduplicationWindow = 24 * 60 * 60 * 1000
+
+/**
+ * The producer service.
+ *
+ * @since 0.1.0
+ */
+export class Producer extends Context.Service<
+  Producer,
+  {
+    /** Enqueue one job. */
+    readonly enqueue: <A, I>(
+      job: Job.Job<string, A, I>,
+      payload: A,
+      options?: EnqueueOptions
+    ) => Effect.Effect<EnqueueResult, EnqueueError>
+    /** Enqueue many jobs of one kind in one broker call; all are validated before anything is sent. */
+    readonly enqueueBatch: <A, I>(
+      job: Job.Job<string, A, I>,
+      items: ReadonlyArray<{ readonly payload: A; readonly options?: EnqueueOptions | undefined }>
+    ) => Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError>
+  }
+>()("@errand/core/Producer") {}
+
+const answer = (result: SendResult): Effect.Effect<EnqueueResult, DuplicateJob> =>
+  result.duplicate && (result.existingState === "failed" || result.existingState === "dead")
+    ? Effect.fail(new DuplicateJob({ id: result.id, state: result.existingState }))
+    : Effect.succeed({ id: result.id, duplicate: result.duplicate })
+
+/**
+ * Build a producer on a broker. Deduplication uses the broker's own where it has one, else the
+ * `IdempotencyStore` in context (fails with `UnsupportedCapability` when there is none).
+ *
+ * @since 0.1.0
+ */
+export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefined): Producer["Service"] => {
+  const native = broker.capabilities.deduplication
+
+  const sendPrepared = (
+    queue: string,
+    jobName: string,
+    prepared: ReadonlyArray<Prepared>
+  ): Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError> =>
+    Effect.gen(function* () {
+      // Emulated dedup: claim each key first; only claimed (or keyless) jobs are sent.
+      const claims: Array<string | undefined> = []
+      const toSend: Array<Prepared> = []
+      const results: Array<EnqueueResult | undefined> = []
+      for (const item of prepared) {
+        if (item.idempotencyKey === undefined || native) {
+          claims.push(undefined)
+          toSend.push(item)
+          results.push(undefined)
+          continue
+        }
+        if (store === undefined) {
+          return yield* new UnsupportedCapability({
+            broker: broker.name,
+            capability: "deduplication",
+            message: `broker "${broker.name}" has no native deduplication: provide an IdempotencyStore to enqueue with an idempotencyKey`
+          })
+        }
+        const claim = yield* store.claim(`errand:enqueue:${queue}:${item.idempotencyKey}`, deduplicationWindow)
+        if (claim._tag === "claimed") {
+          claims.push(claim.token)
+          toSend.push(item)
+          results.push(undefined)
+        } else {
+          results.push({ id: item.message.id, duplicate: true })
+        }
+      }
+      const sent = toSend.length === 0
+        ? []
+        : yield* broker.send(queue, toSend.map((p) => p.message)).pipe(
+          Effect.onError(() =>
+            Effect.forEach(toSend, (item, i) =>
+              claims[i] !== undefined && store
+                ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
+                : Effect.void)
+          )
+        )
+      let j = 0
+      const out: Array<EnqueueResult> = []
+      for (let i = 0; i < results.length; i++) {
+        const existing = results[i]
+        if (existing !== undefined) {
+          out.push(existing)
+          continue
+        }
+        const item = toSend[j]!
+        const token = claims[j]
+        const result = sent[j]!
+        j++
+        if (token !== undefined && store) {
+          yield* Effect.ignore(store.complete(`errand:enqueue:${queue}:${item.idempotencyKey}`, token, deduplicationWindow))
+        }
+        out.push(yield* answer(result))
+      }
+      const fresh = out.filter((r) => !r.duplicate).length
+      if (fresh > 0) yield* Metric.update(Metrics.tagged(queue, jobName).enqueued, fresh)
+      return out
+    })
+
+  return Producer.of({
+    enqueue: (job, payload, options) =>
+      prepare(broker, job, payload, options).pipe(
+        Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
+        Effect.map((results) => results[0]!),
+        Effect.withSpan("errand.enqueue", { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } })
+      ),
+    enqueueBatch: (job, items) =>
+      Effect.forEach(items, (item) => prepare(broker, job, item.payload, item.options)).pipe(
+        Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, prepared)),
+        Effect.withSpan("errand.enqueueBatch", {
+          kind: "producer",
+          attributes: { "errand.queue": job.queue, "errand.job": job.name, "errand.count": items.length }
+        })
+      )
+  })
+}
+
+/**
+ * The producer layer, on the `Broker` in context (and the `IdempotencyStore`, if any).
+ *
+ * @since 0.1.0
+ */
+export const layer: Layer.Layer<Producer, never, Broker> = Layer.effect(
+  Producer,
+  Effect.gen(function* () {
+    const broker = yield* Broker
+    const store = yield* Effect.serviceOption(IdempotencyStore)
+    return make(broker, store._tag === "Some" ? store.value : undefined)
+  })
+)
+
+/**
+ * Enqueue one job with the `Producer` in context.
+ *
+ * @example
+ * ```ts
+ * const result = yield* Producer.enqueue(SendWelcomeEmail, { userId: "u1" }, { idempotencyKey: "welcome:u1" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const enqueue = <A, I>(
+  job: Job.Job<string, A, I>,
+  payload: A,
+  options?: EnqueueOptions
+): Effect.Effect<EnqueueResult, EnqueueError, Producer> => Producer.use((producer) => producer.enqueue(job, payload, options))
+
+/**
+ * Enqueue many jobs of one kind with the `Producer` in context.
+ *
+ * @since 0.1.0
+ */
+export const enqueueBatch = <A, I>(
+  job: Job.Job<string, A, I>,
+  items: ReadonlyArray<{ readonly payload: A; readonly options?: EnqueueOptions | undefined }>
+): Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError, Producer> =>
+  Producer.use((producer) => producer.enqueueBatch(job, items))

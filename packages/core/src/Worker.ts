@@ -1,0 +1,435 @@
+/**
+ * The worker: pulls deliveries with a concurrency bound that is never exceeded, runs the typed
+ * handler for each job, and settles every delivery exactly once — ack, retry with the job's
+ * backoff, dead-letter, or release on shutdown.
+ *
+ * Outcomes: success → ack. `Unrecoverable` → DLQ now. `RetryAfter` → retry after its delay.
+ * Any other failure, defect or timeout → retry with backoff, or DLQ once attempts run out.
+ * A body that does not decode (not JSON, unknown envelope version, unknown job, payload failing
+ * its schema) → DLQ now with the reason; the worker keeps running.
+ *
+ * Graceful shutdown: when the worker's scope closes it stops taking deliveries, lets in-flight
+ * handlers finish within `gracePeriod`, then releases the rest without counting an attempt.
+ *
+ * @since 0.1.0
+ */
+import { Cause, Clock, Duration, Effect, Exit, Fiber, FiberSet, Latch, Layer, Metric, Option, Schedule, Schema, Scope } from "effect"
+import * as RateLimiter from "effect/persistence/RateLimiter"
+import { Broker, type BrokerShape, type DeadLetterReason, type Delivery } from "./Broker.js"
+import * as Envelope from "./Envelope.js"
+import type { BrokerError, InvalidOption, InvalidQueueName } from "./Errors.js"
+import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
+import type * as Job from "./Job.js"
+import * as Metrics from "./Metrics.js"
+import { retryDelay } from "./internal/backoff.js"
+import { externalParent, limitOf, validateQueue } from "./internal/prepare.js"
+import * as validate from "./internal/validate.js"
+
+/**
+ * Fail a handler with this to send the job to the DLQ at once, without retries.
+ *
+ * @since 0.1.0
+ */
+export class Unrecoverable extends Schema.TaggedError<Unrecoverable>()("Unrecoverable", {
+  message: Schema.String
+}) {}
+
+/**
+ * Fail a handler with this to retry after `delay` milliseconds instead of the job's backoff. The
+ * attempt still counts, so a job cannot retry forever.
+ *
+ * @since 0.1.0
+ */
+export class RetryAfter extends Schema.TaggedError<RetryAfter>()("RetryAfter", {
+  delay: Schema.Number,
+  message: Schema.optionalKey(Schema.String)
+}) {
+  /** Build from any duration input: `RetryAfter.of("30 seconds")`. */
+  static of(delay: Duration.Input, message?: string): RetryAfter {
+    return new RetryAfter({ delay: Duration.toMillis(Duration.fromInputUnsafe(delay)), ...(message ? { message } : {}) })
+  }
+}
+
+/**
+ * What a handler knows about the job it runs.
+ *
+ * @since 0.1.0
+ */
+export interface JobContext {
+  readonly id: string
+  readonly job: string
+  readonly queue: string
+  /** 1-based: this is attempt `attempt` of `maxAttempts`. */
+  readonly attempt: number
+  readonly maxAttempts: number
+  readonly enqueuedAt: number
+  readonly priority: number
+  readonly idempotencyKey: string | undefined
+  readonly group: string | undefined
+}
+
+/**
+ * A handler for one job definition.
+ *
+ * @since 0.1.0
+ */
+export interface Handler<R = never> {
+  readonly job: Job.Any
+  readonly run: (payload: any, context: JobContext) => Effect.Effect<unknown, unknown, R>
+}
+
+/**
+ * Pair a job definition with its handler; the payload is typed from the job's schema.
+ *
+ * @example
+ * ```ts
+ * const sendWelcome = Worker.handler(SendWelcomeEmail, ({ userId }, ctx) =>
+ *   Mailer.use((m) => m.send(userId)).pipe(Effect.asVoid))
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const handler = <J extends Job.Any, R>(
+  job: J,
+  run: (payload: Job.Payload<J>, context: JobContext) => Effect.Effect<unknown, unknown, R>
+): Handler<R> => ({ job, run })
+
+/**
+ * Worker options.
+ *
+ * @since 0.1.0
+ */
+export interface Options<R> {
+  readonly queue: string
+  readonly handlers: ReadonlyArray<Handler<R>>
+  /** Handlers running at once, never exceeded. Default 10. */
+  readonly concurrency?: number | undefined
+  /** At most `limit` handler starts per `window`, through effect's `RateLimiter` (a shared store makes it global). */
+  readonly rateLimit?: { readonly limit: number; readonly window: Duration.Input } | undefined
+  /** Lease taken on each delivery; extended while the handler runs where the broker can. Default 30 s. */
+  readonly lease?: Duration.Input | undefined
+  /** How long in-flight handlers may run on after shutdown starts. Default 10 s. */
+  readonly gracePeriod?: Duration.Input | undefined
+  /** Longest wait in one `take`; bounds how fast shutdown notices. Default 1 s. */
+  readonly pollWait?: Duration.Input | undefined
+  /**
+   * Guard handlers with the `IdempotencyStore` in context: a delivery whose key (idempotency key,
+   * else job id) was already completed is acked without running. `ttl`: how long completion is
+   * remembered (default 24 h).
+   */
+  readonly idempotency?: boolean | { readonly ttl?: Duration.Input | undefined } | undefined
+}
+
+/**
+ * A running worker.
+ *
+ * @since 0.1.0
+ */
+export interface Worker {
+  readonly queue: string
+  /** Handlers running now. */
+  readonly inFlight: Effect.Effect<number>
+  /** Stop taking work, finish or release in-flight jobs (the same as closing the worker's scope). */
+  readonly shutdown: Effect.Effect<void>
+}
+
+const errorText = (cause: Cause.Cause<unknown>): string => {
+  const error = Cause.squash(cause)
+  let text: string
+  if (error instanceof Error) {
+    const tag = (error as { _tag?: unknown })._tag
+    text = typeof tag === "string" && tag !== error.message ? `${tag}: ${error.message}` : `${error.name}: ${error.message}`
+  } else if (typeof error === "object" && error !== null && "_tag" in error) {
+    text = `${String((error as { _tag: unknown })._tag)}${"message" in error ? `: ${String((error as { message: unknown }).message)}` : ""}`
+  } else {
+    text = String(error)
+  }
+  return text.slice(0, 2000)
+}
+
+const logSettleFailure = (operation: string, delivery: Delivery) => (error: BrokerError) =>
+  Effect.logWarning(`errand: ${operation} failed for ${delivery.id}; the broker will redeliver it`, error.message)
+
+/**
+ * Start a worker in the current scope. It runs until the scope closes (then shuts down
+ * gracefully) or `shutdown` is called.
+ *
+ * @example
+ * ```ts
+ * yield* Worker.run({ queue: "emails", handlers: [sendWelcome], concurrency: 20 })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const run = Effect.fnUntraced(function* <R>(
+  options: Options<R>
+): Effect.fn.Return<Worker, InvalidOption | InvalidQueueName, Broker | Scope.Scope | R> {
+  const broker = yield* Broker
+  const queue = yield* validateQueue(broker, options.queue)
+  const concurrency = yield* validate.integer("concurrency", options.concurrency, 10, 1, 100_000)
+  const lease = yield* validate.duration("lease", options.lease, 30_000)
+  if (lease < 1000) return yield* validate.fail("lease", "must be at least 1 second")
+  const grace = yield* validate.duration("gracePeriod", options.gracePeriod, 10_000)
+  const pollWait = yield* validate.duration("pollWait", options.pollWait, 1_000)
+  const rate = options.rateLimit
+  if (rate !== undefined) {
+    yield* validate.integer("rateLimit.limit", rate.limit, 1, 1, Number.MAX_SAFE_INTEGER)
+    const window = yield* validate.duration("rateLimit.window", rate.window, 0)
+    if (window <= 0) return yield* validate.fail("rateLimit.window", "must be positive")
+  }
+  const handlers = new Map<string, Handler<R>>()
+  for (const h of options.handlers) {
+    if (h.job.queue !== queue) return yield* validate.fail("handlers", `job "${h.job.name}" belongs to queue "${h.job.queue}", not "${queue}"`)
+    if (handlers.has(h.job.name)) return yield* validate.fail("handlers", `two handlers for job "${h.job.name}"`)
+    yield* validate.integer(`${h.job.name}.attempts`, h.job.attempts, 1, 1, 1000)
+    yield* validate.integer(`${h.job.name}.priority`, h.job.priority, 0, 0, 9)
+    if (h.job.timeout !== undefined) yield* validate.duration(`${h.job.name}.timeout`, h.job.timeout, 0)
+    handlers.set(h.job.name, h)
+  }
+  let store: IdempotencyStoreShape | undefined
+  if (options.idempotency) {
+    const found = yield* Effect.serviceOption(IdempotencyStore)
+    if (Option.isNone(found)) return yield* validate.fail("idempotency", "needs an IdempotencyStore in context")
+    store = found.value
+  }
+  const doneTtl = typeof options.idempotency === "object"
+    ? yield* validate.duration("idempotency.ttl", options.idempotency.ttl, 86_400_000)
+    : 86_400_000
+  const limiter = rate === undefined
+    ? undefined
+    : Option.getOrUndefined(yield* Effect.serviceOption(RateLimiter.RateLimiter)) ??
+      (yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory)))
+
+  const context = yield* Effect.context<R>()
+  const limit = limitOf(broker)
+  const canExtend = broker.capabilities.leaseExtension
+  const maxDelay = broker.capabilities.maxDelay
+  // Brokers that cannot delay a send at all (SQS FIFO) can still delay a redelivery; see Broker.ts.
+  const hopLimit = maxDelay > 0 ? maxDelay : Number.POSITIVE_INFINITY
+
+  const fibers = yield* FiberSet.make<void, never>()
+  const slotFreed = yield* Latch.make(false)
+  let active = 0
+  let stopping = false
+
+  const settle = (operation: string, delivery: Delivery, effect: Effect.Effect<void, BrokerError>) =>
+    Effect.catch(effect, logSettleFailure(operation, delivery))
+
+  const deadLetter = (delivery: Delivery, reason: DeadLetterReason, error: string, attempts: number, jobName: string) =>
+    Effect.flatMap(Clock.currentTimeMillis, (now) =>
+      settle("deadLetter", delivery, delivery.deadLetter({ body: delivery.body, reason, error, attempts, failedAt: now })).pipe(
+        Effect.andThen(Metric.update(Metrics.tagged(queue, jobName).deadLettered, 1)),
+        Effect.andThen(Effect.logWarning(`errand: job ${delivery.id} on "${queue}" dead-lettered (${reason}): ${error}`))
+      ))
+
+  const retryLater = (delivery: Delivery, envelope: Envelope.Envelope, delay: number, now: number) => {
+    const body = Envelope.encode({
+      ...envelope,
+      attempts: envelope.attempts + 1,
+      ...(delay > maxDelay ? { notBefore: now + delay } : {})
+    })
+    return settle("retry", delivery, delivery.retry({ body, delay: Math.min(delay, hopLimit) }))
+  }
+
+  const runJob = (
+    delivery: Delivery,
+    envelope: Envelope.Envelope,
+    h: Handler<R>,
+    payload: unknown
+  ): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      const metrics = Metrics.tagged(queue, envelope.job)
+      const attempt = envelope.attempts + 1
+      let token: string | undefined
+      const idemKey = `errand:job:${queue}:${envelope.idempotencyKey ?? envelope.id}`
+      if (store) {
+        const claim = yield* Effect.result(store.claim(idemKey, Math.max(lease * 2, envelope.timeout ?? 0, 60_000)))
+        if (claim._tag === "Failure") {
+          yield* Effect.logWarning("errand: idempotency store unavailable; retrying later", claim.failure.message)
+          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) }))
+        }
+        if (claim.success._tag === "done") return yield* settle("ack", delivery, delivery.ack)
+        if (claim.success._tag === "busy") {
+          // another worker holds this job right now; look again later without counting an attempt
+          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) }))
+        }
+        token = claim.success.token
+      }
+      const start = yield* Clock.currentTimeMillis
+      yield* Metric.update(metrics.started, 1)
+      yield* Metric.update(metrics.queueWait, Math.max(0, start - (envelope.notBefore ?? envelope.enqueuedAt)))
+      const ctx: JobContext = {
+        id: envelope.id,
+        job: envelope.job,
+        queue,
+        attempt,
+        maxAttempts: envelope.maxAttempts,
+        enqueuedAt: envelope.enqueuedAt,
+        priority: envelope.priority,
+        idempotencyKey: envelope.idempotencyKey,
+        group: envelope.group
+      }
+      let handlerEffect: Effect.Effect<unknown, unknown> = Effect.provideContext(
+        Effect.suspend(() => h.run(payload, ctx)),
+        context
+      )
+      if (envelope.timeout !== undefined && envelope.timeout > 0) handlerEffect = Effect.timeout(handlerEffect, envelope.timeout)
+      const parent = externalParent(envelope)
+      handlerEffect = Effect.withSpan(handlerEffect, `errand.process ${envelope.job}`, {
+        kind: "consumer",
+        attributes: { "errand.queue": queue, "errand.job": envelope.job, "errand.id": envelope.id, "errand.attempt": attempt },
+        ...(parent ? { links: [{ span: parent, attributes: {} }] } : {})
+      })
+      const extender = canExtend
+        ? yield* Effect.forkChild(
+          Effect.repeat(
+            Effect.ignore(delivery.extendLease(lease)),
+            Schedule.spaced(Math.max(250, Math.floor(lease / 3)))
+          ),
+          { startImmediately: true }
+        )
+        : undefined
+      const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
+      const exit = yield* Effect.exit(handlerEffect).pipe(
+        Effect.onInterrupt(() =>
+          Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))
+        ),
+        Effect.ensuring(extender ? Fiber.interrupt(extender) : Effect.void)
+      )
+      const end = yield* Clock.currentTimeMillis
+      yield* Metric.update(metrics.processingTime, end - start)
+      if (Exit.isSuccess(exit)) {
+        if (token !== undefined && store) yield* Effect.ignore(store.complete(idemKey, token, doneTtl))
+        yield* settle("ack", delivery, delivery.ack)
+        yield* Metric.update(metrics.completed, 1)
+        return
+      }
+      yield* releaseClaim
+      yield* Metric.update(metrics.failed, 1)
+      const cause = exit.cause
+      if (Cause.hasInterruptsOnly(cause)) {
+        return yield* settle("release", delivery, delivery.release)
+      }
+      const failure = Cause.findError(cause)
+      const error = failure._tag === "Success" ? failure.success : undefined
+      const text = errorText(cause)
+      if (error instanceof Unrecoverable) {
+        return yield* deadLetter(delivery, "unrecoverable", text, attempt, envelope.job)
+      }
+      if (attempt >= envelope.maxAttempts) {
+        return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
+      }
+      const delay = error instanceof RetryAfter
+        ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
+        : yield* retryDelay(h.job.backoff, attempt)
+      yield* Metric.update(metrics.retried, 1)
+      yield* retryLater(delivery, envelope, delay, end)
+    })
+
+  const processDelivery = (delivery: Delivery): Effect.Effect<void> =>
+    Effect.gen(function* () {
+      const decoded = yield* Effect.result(Envelope.decode(delivery.body, limit))
+      if (decoded._tag === "Failure") {
+        return yield* deadLetter(delivery, "undecodable", `${decoded.failure.reason}: ${decoded.failure.message}`, 0, "(undecodable)")
+      }
+      const envelope = decoded.success
+      const h = handlers.get(envelope.job)
+      if (h === undefined) {
+        return yield* deadLetter(delivery, "undecodable", `UnknownJob: no handler for job "${envelope.job}" on queue "${queue}"`, envelope.attempts, envelope.job)
+      }
+      if (envelope.notBefore !== undefined) {
+        const now = yield* Clock.currentTimeMillis
+        if (envelope.notBefore > now) {
+          // a delay longer than the broker's maximum: hop again with the remainder
+          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(envelope.notBefore - now, hopLimit) }))
+        }
+      }
+      const payload = yield* Effect.result(Schema.decodeUnknownEffect(h.job.payload)(envelope.payload))
+      if (payload._tag === "Failure") {
+        return yield* deadLetter(delivery, "undecodable", `InvalidPayload: ${String(payload.failure.message).slice(0, 1500)}`, envelope.attempts, envelope.job)
+      }
+      return yield* runJob(delivery, envelope, h, payload.success)
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause)
+          ? Effect.failCause(cause)
+          : Effect.logError("errand: worker defect while settling; the broker will redeliver", cause)
+      ),
+      Effect.onInterrupt(() => settle("release", delivery, delivery.release)),
+      Effect.orDie
+    )
+
+  const onSlotFree = Effect.suspend(() => {
+    active--
+    return slotFreed.open
+  })
+
+  let takeFailures = 0
+
+  const loop: Effect.Effect<void> = Effect.gen(function* () {
+    while (!stopping) {
+      if (active >= concurrency) {
+        yield* slotFreed.close
+        if (active >= concurrency) yield* slotFreed.await
+        continue
+      }
+      let max = concurrency - active
+      if (limiter !== undefined && rate !== undefined) {
+        const consumed = yield* Effect.result(
+          limiter.consume({ algorithm: "fixed-window", onExceeded: "delay", window: rate.window, limit: rate.limit, key: `errand:rate:${queue}` })
+        )
+        if (consumed._tag === "Success" && Duration.toMillis(consumed.success.delay) > 0) {
+          yield* Effect.sleep(consumed.success.delay)
+        }
+        max = 1
+      }
+      const taken = yield* Effect.result(broker.take(queue, { max, lease, wait: pollWait }))
+      if (taken._tag === "Failure") {
+        takeFailures++
+        const wait = Math.min(5000, 100 * 2 ** Math.min(takeFailures, 6))
+        yield* Effect.logWarning(`errand: take from "${queue}" failed (${taken.failure.reason}); retrying in ${wait} ms`, taken.failure.message)
+        yield* Effect.sleep(wait)
+        continue
+      }
+      takeFailures = 0
+      for (const delivery of taken.success) {
+        if (stopping) {
+          yield* settle("release", delivery, delivery.release)
+          continue
+        }
+        active++
+        yield* FiberSet.run(fibers, Effect.ensuring(processDelivery(delivery), onSlotFree))
+      }
+    }
+  })
+
+  const loopFiber = yield* Effect.forkChild(loop, { startImmediately: true })
+  let shutdownDone: Effect.Effect<void> | undefined
+  const shutdown = Effect.suspend(() => {
+    if (shutdownDone) return shutdownDone
+    stopping = true
+    shutdownDone = Effect.gen(function* () {
+      yield* Fiber.interrupt(loopFiber)
+      const finished = yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), grace)
+      if (Option.isNone(finished)) {
+        yield* Effect.logWarning(`errand: grace period over on "${queue}"; releasing ${active} unfinished job(s)`)
+        yield* FiberSet.clear(fibers)
+      }
+    }).pipe(Effect.uninterruptible, Effect.cached, Effect.runSync)
+    return shutdownDone
+  })
+  yield* Effect.addFinalizer(() => shutdown)
+  return {
+    queue,
+    inFlight: Effect.sync(() => active),
+    shutdown
+  } satisfies Worker
+})
+
+/**
+ * A layer that runs a worker for the layer's lifetime (graceful shutdown when it is released).
+ *
+ * @since 0.1.0
+ */
+export const layer = <R>(options: Options<R>): Layer.Layer<never, InvalidOption | InvalidQueueName, Broker | R> =>
+  Layer.effectDiscard(run(options))
