@@ -237,7 +237,5 @@ export const withCapabilities = <E, R>(
 ): Layer.Layer<Broker, E, R> =>
   Layer.effect(
     Broker,
-    Effect.map(Broker, (broker) =>
-      Broker.of({ ...broker, capabilities: { ...broker.capabilities, ...patch } })
-    )
+    Effect.map(Broker, (broker) => Broker.of({ ...broker, capabilities: { ...broker.capabilities, ...patch } }))
   ).pipe(Layer.provide(layer))

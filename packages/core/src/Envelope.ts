@@ -102,10 +102,10 @@ const checkShape = (root: unknown): DecodeError | undefined => {
     for (const key of Object.keys(value)) {
       const child = (value as Record<string, unknown>)[key]
       if (key === "__proto__") {
-        return new DecodeError({ reason: "ForbiddenKey", message: "body contains a \"__proto__\" key" })
+        return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "__proto__" key' })
       }
       if (key === "constructor" && child !== null && typeof child === "object" && "prototype" in child) {
-        return new DecodeError({ reason: "ForbiddenKey", message: "body contains a \"constructor.prototype\" key" })
+        return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "constructor.prototype" key' })
       }
       stack.push([child, depth + 1])
     }
@@ -141,14 +141,20 @@ export const decode = (body: string, limit: number = maxBytes): Effect.Effect<En
     const v = (parsed as { v?: unknown }).v
     if (v !== version) {
       return Effect.fail(
-        new DecodeError({ reason: "UnknownVersion", message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}` })
+        new DecodeError({
+          reason: "UnknownVersion",
+          message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}`
+        })
       )
     }
     try {
       return Effect.succeed(decodeEnvelope(parsed))
     } catch (error) {
       return Effect.fail(
-        new DecodeError({ reason: "InvalidEnvelope", message: `invalid envelope: ${String((error as Error)?.message ?? error).slice(0, 500)}` })
+        new DecodeError({
+          reason: "InvalidEnvelope",
+          message: `invalid envelope: ${String((error as Error)?.message ?? error).slice(0, 500)}`
+        })
       )
     }
   })

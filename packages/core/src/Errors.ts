@@ -102,14 +102,11 @@ export class EncodeError extends Schema.TaggedError<EncodeError>()("EncodeError"
  *
  * @since 0.1.0
  */
-export class UnsupportedCapability extends Schema.TaggedError<UnsupportedCapability>()(
-  "UnsupportedCapability",
-  {
-    broker: Schema.String,
-    capability: Schema.String,
-    message: Schema.String
-  }
-) {}
+export class UnsupportedCapability extends Schema.TaggedError<UnsupportedCapability>()("UnsupportedCapability", {
+  broker: Schema.String,
+  capability: Schema.String,
+  message: Schema.String
+}) {}
 
 /**
  * Why a message could not be turned back into a job. Used as the dead-letter reason for

@@ -8,17 +8,35 @@
 import { Metric } from "effect"
 
 /** @since 0.1.0 */
-export const enqueued = Metric.counter("errand_jobs_enqueued_total", { description: "Jobs accepted by the broker", incremental: true })
+export const enqueued = Metric.counter("errand_jobs_enqueued_total", {
+  description: "Jobs accepted by the broker",
+  incremental: true
+})
 /** @since 0.1.0 */
-export const started = Metric.counter("errand_jobs_started_total", { description: "Handler runs started", incremental: true })
+export const started = Metric.counter("errand_jobs_started_total", {
+  description: "Handler runs started",
+  incremental: true
+})
 /** @since 0.1.0 */
-export const completed = Metric.counter("errand_jobs_completed_total", { description: "Handler runs that succeeded", incremental: true })
+export const completed = Metric.counter("errand_jobs_completed_total", {
+  description: "Handler runs that succeeded",
+  incremental: true
+})
 /** @since 0.1.0 */
-export const retried = Metric.counter("errand_jobs_retried_total", { description: "Failed runs scheduled for another attempt", incremental: true })
+export const retried = Metric.counter("errand_jobs_retried_total", {
+  description: "Failed runs scheduled for another attempt",
+  incremental: true
+})
 /** @since 0.1.0 */
-export const failed = Metric.counter("errand_jobs_failed_total", { description: "Handler runs that failed (any outcome but success)", incremental: true })
+export const failed = Metric.counter("errand_jobs_failed_total", {
+  description: "Handler runs that failed (any outcome but success)",
+  incremental: true
+})
 /** @since 0.1.0 */
-export const deadLettered = Metric.counter("errand_jobs_dead_lettered_total", { description: "Jobs moved to the dead-letter queue", incremental: true })
+export const deadLettered = Metric.counter("errand_jobs_dead_lettered_total", {
+  description: "Jobs moved to the dead-letter queue",
+  incremental: true
+})
 
 const msBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 24 })
 

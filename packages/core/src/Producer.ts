@@ -101,16 +101,23 @@ export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefin
           results.push({ id: item.message.id, duplicate: true })
         }
       }
-      const sent = toSend.length === 0
-        ? []
-        : yield* broker.send(queue, toSend.map((p) => p.message)).pipe(
-          Effect.onError(() =>
-            Effect.forEach(toSend, (item, i) =>
-              claims[i] !== undefined && store
-                ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
-                : Effect.void)
-          )
-        )
+      const sent =
+        toSend.length === 0
+          ? []
+          : yield* broker
+              .send(
+                queue,
+                toSend.map((p) => p.message)
+              )
+              .pipe(
+                Effect.onError(() =>
+                  Effect.forEach(toSend, (item, i) =>
+                    claims[i] !== undefined && store
+                      ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
+                      : Effect.void
+                  )
+                )
+              )
       let j = 0
       const out: Array<EnqueueResult> = []
       for (let i = 0; i < results.length; i++) {
@@ -124,7 +131,9 @@ export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefin
         const result = sent[j]!
         j++
         if (token !== undefined && store) {
-          yield* Effect.ignore(store.complete(`errand:enqueue:${queue}:${item.idempotencyKey}`, token, deduplicationWindow))
+          yield* Effect.ignore(
+            store.complete(`errand:enqueue:${queue}:${item.idempotencyKey}`, token, deduplicationWindow)
+          )
         }
         out.push(yield* answer(result))
       }
@@ -138,7 +147,10 @@ export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefin
       prepare(broker, job, payload, options).pipe(
         Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
         Effect.map((results) => results[0]!),
-        Effect.withSpan("errand.enqueue", { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } })
+        Effect.withSpan("errand.enqueue", {
+          kind: "producer",
+          attributes: { "errand.queue": job.queue, "errand.job": job.name }
+        })
       ),
     enqueueBatch: (job, items) =>
       Effect.forEach(items, (item) => prepare(broker, job, item.payload, item.options)).pipe(
@@ -179,7 +191,8 @@ export const enqueue = <A, I>(
   job: Job.Job<string, A, I>,
   payload: A,
   options?: EnqueueOptions
-): Effect.Effect<EnqueueResult, EnqueueError, Producer> => Producer.use((producer) => producer.enqueue(job, payload, options))
+): Effect.Effect<EnqueueResult, EnqueueError, Producer> =>
+  Producer.use((producer) => producer.enqueue(job, payload, options))
 
 /**
  * Enqueue many jobs of one kind with the `Producer` in context.

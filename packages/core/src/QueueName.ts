@@ -37,7 +37,9 @@ export const check = (name: string): string | undefined => {
  */
 export const validate = (name: string): Effect.Effect<string, InvalidQueueName> => {
   const reason = check(name)
-  return reason === undefined ? Effect.succeed(name) : Effect.fail(new InvalidQueueName({ queue: String(name), reason }))
+  return reason === undefined
+    ? Effect.succeed(name)
+    : Effect.fail(new InvalidQueueName({ queue: String(name), reason }))
 }
 
 /**

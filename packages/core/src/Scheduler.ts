@@ -56,7 +56,10 @@ export const makeNext = (timing: Timing): Effect.Effect<(now: number) => number,
     if ("cron" in timing) {
       const parsed = Cron.parse(timing.cron, timing.timeZone)
       if (Result.isFailure(parsed)) {
-        return yield* validate.fail("timing.cron", `${parsed.failure.message}: ${JSON.stringify(timing.cron)}${timing.timeZone ? ` (${timing.timeZone})` : ""}`)
+        return yield* validate.fail(
+          "timing.cron",
+          `${parsed.failure.message}: ${JSON.stringify(timing.cron)}${timing.timeZone ? ` (${timing.timeZone})` : ""}`
+        )
       }
       const cron = parsed.success
       return (now: number) => Cron.next(cron, new Date(now)).getTime()
@@ -96,7 +99,9 @@ export const run = <A, I>(
       producer.enqueue(options.job, payloadOf(tick), { ...options.options, idempotencyKey: tickKey(name, tick) }).pipe(
         Effect.retry({ times: 3, while: (error) => error._tag === "BrokerError" }),
         Effect.tap((result) =>
-          result.duplicate ? Effect.void : Effect.logDebug(`errand: schedule "${name}" enqueued tick ${new Date(tick).toISOString()}`)
+          result.duplicate
+            ? Effect.void
+            : Effect.logDebug(`errand: schedule "${name}" enqueued tick ${new Date(tick).toISOString()}`)
         ),
         Effect.catch((error) =>
           Effect.logError(`errand: schedule "${name}" could not enqueue tick ${new Date(tick).toISOString()}`, error)

@@ -13,9 +13,24 @@
  *
  * @since 0.1.0
  */
-import { Cause, Clock, Duration, Effect, Exit, Fiber, FiberSet, Latch, Layer, Metric, Option, Schedule, Schema, Scope } from "effect"
+import {
+  Cause,
+  Clock,
+  Duration,
+  Effect,
+  Exit,
+  Fiber,
+  FiberSet,
+  Latch,
+  Layer,
+  Metric,
+  Option,
+  Schedule,
+  Schema,
+  type Scope
+} from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
-import { Broker, type BrokerShape, type DeadLetterReason, type Delivery } from "./Broker.js"
+import { Broker, type DeadLetterReason, type Delivery } from "./Broker.js"
 import * as Envelope from "./Envelope.js"
 import type { BrokerError, InvalidOption, InvalidQueueName } from "./Errors.js"
 import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
@@ -46,7 +61,10 @@ export class RetryAfter extends Schema.TaggedError<RetryAfter>()("RetryAfter", {
 }) {
   /** Build from any duration input: `RetryAfter.of("30 seconds")`. */
   static of(delay: Duration.Input, message?: string): RetryAfter {
-    return new RetryAfter({ delay: Duration.toMillis(Duration.fromInputUnsafe(delay)), ...(message ? { message } : {}) })
+    return new RetryAfter({
+      delay: Duration.toMillis(Duration.fromInputUnsafe(delay)),
+      ...(message ? { message } : {})
+    })
   }
 }
 
@@ -138,7 +156,8 @@ const errorText = (cause: Cause.Cause<unknown>): string => {
   let text: string
   if (error instanceof Error) {
     const tag = (error as { _tag?: unknown })._tag
-    text = typeof tag === "string" && tag !== error.message ? `${tag}: ${error.message}` : `${error.name}: ${error.message}`
+    text =
+      typeof tag === "string" && tag !== error.message ? `${tag}: ${error.message}` : `${error.name}: ${error.message}`
   } else if (typeof error === "object" && error !== null && "_tag" in error) {
     text = `${String((error as { _tag: unknown })._tag)}${"message" in error ? `: ${String((error as { message: unknown }).message)}` : ""}`
   } else {
@@ -179,7 +198,8 @@ export const run = Effect.fnUntraced(function* <R>(
   }
   const handlers = new Map<string, Handler<R>>()
   for (const h of options.handlers) {
-    if (h.job.queue !== queue) return yield* validate.fail("handlers", `job "${h.job.name}" belongs to queue "${h.job.queue}", not "${queue}"`)
+    if (h.job.queue !== queue)
+      return yield* validate.fail("handlers", `job "${h.job.name}" belongs to queue "${h.job.queue}", not "${queue}"`)
     if (handlers.has(h.job.name)) return yield* validate.fail("handlers", `two handlers for job "${h.job.name}"`)
     yield* validate.integer(`${h.job.name}.attempts`, h.job.attempts, 1, 1, 1000)
     yield* validate.integer(`${h.job.name}.priority`, h.job.priority, 0, 0, 9)
@@ -192,13 +212,15 @@ export const run = Effect.fnUntraced(function* <R>(
     if (Option.isNone(found)) return yield* validate.fail("idempotency", "needs an IdempotencyStore in context")
     store = found.value
   }
-  const doneTtl = typeof options.idempotency === "object"
-    ? yield* validate.duration("idempotency.ttl", options.idempotency.ttl, 86_400_000)
-    : 86_400_000
-  const limiter = rate === undefined
-    ? undefined
-    : Option.getOrUndefined(yield* Effect.serviceOption(RateLimiter.RateLimiter)) ??
-      (yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory)))
+  const doneTtl =
+    typeof options.idempotency === "object"
+      ? yield* validate.duration("idempotency.ttl", options.idempotency.ttl, 86_400_000)
+      : 86_400_000
+  const limiter =
+    rate === undefined
+      ? undefined
+      : (Option.getOrUndefined(yield* Effect.serviceOption(RateLimiter.RateLimiter)) ??
+        (yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))))
 
   const context = yield* Effect.context<R>()
   const limit = limitOf(broker)
@@ -217,10 +239,17 @@ export const run = Effect.fnUntraced(function* <R>(
 
   const deadLetter = (delivery: Delivery, reason: DeadLetterReason, error: string, attempts: number, jobName: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
-      settle("deadLetter", delivery, delivery.deadLetter({ body: delivery.body, reason, error, attempts, failedAt: now })).pipe(
+      settle(
+        "deadLetter",
+        delivery,
+        delivery.deadLetter({ body: delivery.body, reason, error, attempts, failedAt: now })
+      ).pipe(
         Effect.andThen(Metric.update(Metrics.tagged(queue, jobName).deadLettered, 1)),
-        Effect.andThen(Effect.logWarning(`errand: job ${delivery.id} on "${queue}" dead-lettered (${reason}): ${error}`))
-      ))
+        Effect.andThen(
+          Effect.logWarning(`errand: job ${delivery.id} on "${queue}" dead-lettered (${reason}): ${error}`)
+        )
+      )
+    )
 
   const retryLater = (delivery: Delivery, envelope: Envelope.Envelope, delay: number, now: number) => {
     const body = Envelope.encode({
@@ -246,12 +275,20 @@ export const run = Effect.fnUntraced(function* <R>(
         const claim = yield* Effect.result(store.claim(idemKey, Math.max(lease * 2, envelope.timeout ?? 0, 60_000)))
         if (claim._tag === "Failure") {
           yield* Effect.logWarning("errand: idempotency store unavailable; retrying later", claim.failure.message)
-          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) }))
+          return yield* settle(
+            "retry",
+            delivery,
+            delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) })
+          )
         }
         if (claim.success._tag === "done") return yield* settle("ack", delivery, delivery.ack)
         if (claim.success._tag === "busy") {
           // another worker holds this job right now; look again later without counting an attempt
-          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) }))
+          return yield* settle(
+            "retry",
+            delivery,
+            delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) })
+          )
         }
         token = claim.success.token
       }
@@ -273,27 +310,31 @@ export const run = Effect.fnUntraced(function* <R>(
         Effect.suspend(() => h.run(payload, ctx)),
         context
       )
-      if (envelope.timeout !== undefined && envelope.timeout > 0) handlerEffect = Effect.timeout(handlerEffect, envelope.timeout)
+      if (envelope.timeout !== undefined && envelope.timeout > 0)
+        handlerEffect = Effect.timeout(handlerEffect, envelope.timeout)
       const parent = externalParent(envelope)
       handlerEffect = Effect.withSpan(handlerEffect, `errand.process ${envelope.job}`, {
         kind: "consumer",
-        attributes: { "errand.queue": queue, "errand.job": envelope.job, "errand.id": envelope.id, "errand.attempt": attempt },
+        attributes: {
+          "errand.queue": queue,
+          "errand.job": envelope.job,
+          "errand.id": envelope.id,
+          "errand.attempt": attempt
+        },
         ...(parent ? { links: [{ span: parent, attributes: {} }] } : {})
       })
       const extender = canExtend
         ? yield* Effect.forkChild(
-          Effect.repeat(
-            Effect.ignore(delivery.extendLease(lease)),
-            Schedule.spaced(Math.max(250, Math.floor(lease / 3)))
-          ),
-          { startImmediately: true }
-        )
+            Effect.repeat(
+              Effect.ignore(delivery.extendLease(lease)),
+              Schedule.spaced(Math.max(250, Math.floor(lease / 3)))
+            ),
+            { startImmediately: true }
+          )
         : undefined
       const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
       const exit = yield* Effect.exit(handlerEffect).pipe(
-        Effect.onInterrupt(() =>
-          Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))
-        ),
+        Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
         Effect.ensuring(extender ? Fiber.interrupt(extender) : Effect.void)
       )
       const end = yield* Clock.currentTimeMillis
@@ -319,9 +360,10 @@ export const run = Effect.fnUntraced(function* <R>(
       if (attempt >= envelope.maxAttempts) {
         return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
       }
-      const delay = error instanceof RetryAfter
-        ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
-        : yield* retryDelay(h.job.backoff, attempt)
+      const delay =
+        error instanceof RetryAfter
+          ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
+          : yield* retryDelay(h.job.backoff, attempt)
       yield* Metric.update(metrics.retried, 1)
       yield* retryLater(delivery, envelope, delay, end)
     })
@@ -330,23 +372,45 @@ export const run = Effect.fnUntraced(function* <R>(
     Effect.gen(function* () {
       const decoded = yield* Effect.result(Envelope.decode(delivery.body, limit))
       if (decoded._tag === "Failure") {
-        return yield* deadLetter(delivery, "undecodable", `${decoded.failure.reason}: ${decoded.failure.message}`, 0, "(undecodable)")
+        return yield* deadLetter(
+          delivery,
+          "undecodable",
+          `${decoded.failure.reason}: ${decoded.failure.message}`,
+          0,
+          "(undecodable)"
+        )
       }
       const envelope = decoded.success
       const h = handlers.get(envelope.job)
       if (h === undefined) {
-        return yield* deadLetter(delivery, "undecodable", `UnknownJob: no handler for job "${envelope.job}" on queue "${queue}"`, envelope.attempts, envelope.job)
+        return yield* deadLetter(
+          delivery,
+          "undecodable",
+          `UnknownJob: no handler for job "${envelope.job}" on queue "${queue}"`,
+          envelope.attempts,
+          envelope.job
+        )
       }
       if (envelope.notBefore !== undefined) {
         const now = yield* Clock.currentTimeMillis
         if (envelope.notBefore > now) {
           // a delay longer than the broker's maximum: hop again with the remainder
-          return yield* settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(envelope.notBefore - now, hopLimit) }))
+          return yield* settle(
+            "retry",
+            delivery,
+            delivery.retry({ body: delivery.body, delay: Math.min(envelope.notBefore - now, hopLimit) })
+          )
         }
       }
       const payload = yield* Effect.result(Schema.decodeUnknownEffect(h.job.payload)(envelope.payload))
       if (payload._tag === "Failure") {
-        return yield* deadLetter(delivery, "undecodable", `InvalidPayload: ${String(payload.failure.message).slice(0, 1500)}`, envelope.attempts, envelope.job)
+        return yield* deadLetter(
+          delivery,
+          "undecodable",
+          `InvalidPayload: ${String(payload.failure.message).slice(0, 1500)}`,
+          envelope.attempts,
+          envelope.job
+        )
       }
       return yield* runJob(delivery, envelope, h, payload.success)
     }).pipe(
@@ -376,7 +440,13 @@ export const run = Effect.fnUntraced(function* <R>(
       let max = concurrency - active
       if (limiter !== undefined && rate !== undefined) {
         const consumed = yield* Effect.result(
-          limiter.consume({ algorithm: "fixed-window", onExceeded: "delay", window: rate.window, limit: rate.limit, key: `errand:rate:${queue}` })
+          limiter.consume({
+            algorithm: "fixed-window",
+            onExceeded: "delay",
+            window: rate.window,
+            limit: rate.limit,
+            key: `errand:rate:${queue}`
+          })
         )
         if (consumed._tag === "Success" && Duration.toMillis(consumed.success.delay) > 0) {
           yield* Effect.sleep(consumed.success.delay)
@@ -387,7 +457,10 @@ export const run = Effect.fnUntraced(function* <R>(
       if (taken._tag === "Failure") {
         takeFailures++
         const wait = Math.min(5000, 100 * 2 ** Math.min(takeFailures, 6))
-        yield* Effect.logWarning(`errand: take from "${queue}" failed (${taken.failure.reason}); retrying in ${wait} ms`, taken.failure.message)
+        yield* Effect.logWarning(
+          `errand: take from "${queue}" failed (${taken.failure.reason}); retrying in ${wait} ms`,
+          taken.failure.message
+        )
         yield* Effect.sleep(wait)
         continue
       }

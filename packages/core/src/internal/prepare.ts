@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from "node:crypto"
-import { Clock, Effect, Schema, Tracer } from "effect"
+import { Clock, type Duration, Effect, Schema, Tracer } from "effect"
 import type { BrokerShape, OutgoingMessage } from "../Broker.js"
 import * as Envelope from "../Envelope.js"
 import { EncodeError, InvalidQueueName, PayloadTooLarge } from "../Errors.js"
@@ -13,7 +13,7 @@ export interface EnqueueOptions {
   /** The job id; generated when absent. With an `idempotencyKey`, derived from the key. */
   readonly id?: string | undefined
   /** Run no earlier than this (a `Duration` input). */
-  readonly delay?: import("effect").Duration.Input | undefined
+  readonly delay?: Duration.Input | undefined
   /** 0 to 9, higher first. Overrides the job's default. */
   readonly priority?: number | undefined
   /** Jobs enqueued with the same key within the broker's (or store's) window are accepted once. */
@@ -23,7 +23,7 @@ export interface EnqueueOptions {
   /** Attempts in all; overrides the job's default. */
   readonly attempts?: number | undefined
   /** Handler timeout; overrides the job's default. */
-  readonly timeout?: import("effect").Duration.Input | undefined
+  readonly timeout?: Duration.Input | undefined
 }
 
 /** Max attempts a job may ask for. */
@@ -68,11 +68,12 @@ export const prepare = Effect.fnUntraced(function* <A, I>(
   const delay = yield* validate.duration("delay", options?.delay, 0)
   const priority = yield* validate.integer("priority", options?.priority ?? job.priority, 0, 0, 9)
   const maxAttempts = yield* validate.integer("attempts", options?.attempts ?? job.attempts, 1, 1, maxAttemptsLimit)
-  const timeout = options?.timeout !== undefined
-    ? yield* validate.duration("timeout", options.timeout, 0)
-    : job.timeout !== undefined
-    ? yield* validate.duration("timeout", job.timeout, 0)
-    : undefined
+  const timeout =
+    options?.timeout !== undefined
+      ? yield* validate.duration("timeout", options.timeout, 0)
+      : job.timeout !== undefined
+        ? yield* validate.duration("timeout", job.timeout, 0)
+        : undefined
   const idempotencyKey = yield* validate.key("idempotencyKey", options?.idempotencyKey)
   const group = yield* validate.key("group", options?.group, 128)
   const explicitId = yield* validate.key("id", options?.id, 128)
@@ -83,7 +84,11 @@ export const prepare = Effect.fnUntraced(function* <A, I>(
     Effect.mapError((error) => new EncodeError({ job: job.name, message: String(error.message).slice(0, 2000) }))
   )
   const unsafe = checkJsonSafe(encoded)
-  if (unsafe !== undefined) return yield* new EncodeError({ job: job.name, message: `payload ${unsafe.slice(1) || "value"}`.replace("payload  ", "payload ") })
+  if (unsafe !== undefined)
+    return yield* new EncodeError({
+      job: job.name,
+      message: `payload ${unsafe.slice(1) || "value"}`.replace("payload  ", "payload ")
+    })
   const now = yield* Clock.currentTimeMillis
   const id = explicitId ?? (idempotencyKey !== undefined ? idFromKey(job.queue, idempotencyKey) : newId())
   const maxDelay = broker.capabilities.maxDelay

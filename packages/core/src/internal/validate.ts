@@ -23,7 +23,10 @@ export const integer = (option: string, value: number | undefined, fallback: num
   Effect.suspend((): Effect.Effect<number, InvalidOption> => {
     if (value === undefined) return Effect.succeed(fallback)
     if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
-      return fail(option, `must be an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? "∞" : max} (got ${safe(value)})`)
+      return fail(
+        option,
+        `must be an integer from ${min} to ${max === Number.MAX_SAFE_INTEGER ? "∞" : max} (got ${safe(value)})`
+      )
     }
     return Effect.succeed(value)
   })

@@ -1,0 +1,664 @@
+/**
+ * The BullMQ (Redis) broker. Delays, priorities, job-id deduplication, lock renewal (the lease)
+ * and stalled-job recovery (crash recovery) are BullMQ's own; Errand adds its attempt counter and
+ * retry policy (BullMQ's `attempts` is never used) and a durable dead-letter store per queue.
+ *
+ * @example
+ * ```ts
+ * import { BullMQBroker } from "@errand/adapter-bullmq"
+ *
+ * const BrokerLive = BullMQBroker.layer({ url: "redis://127.0.0.1:6379", prefix: "{errand}" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+import { Broker, Errors, QueueName } from "@errand/core"
+import { Job, Queue, Worker } from "bullmq"
+import type { Redis, RedisOptions } from "ioredis"
+import { Config, Context, Effect, Layer, Option, type Redacted, Schema, type Scope } from "effect"
+import { randomUUID } from "node:crypto"
+import * as Connection from "./internal/connection.js"
+import { toBrokerError } from "./internal/errors.js"
+import { deadLetterScript, fromJobId, queueKeys, toJobId } from "./internal/keys.js"
+
+/**
+ * What this adapter really does. Ordering is `"none"`: open-source BullMQ has no per-group
+ * order, and FIFO holds only for one consumer at concurrency 1, which is not a promise.
+ *
+ * @since 0.1.0
+ */
+export const capabilities: Broker.Capabilities = {
+  maxDelay: Infinity,
+  priorities: true,
+  ordering: "none",
+  deduplication: true,
+  leaseExtension: true,
+  // Redis caps a string at 512 MB; the body is stored JSON-escaped, which can double it.
+  maxPayloadBytes: 128 * 1024 * 1024,
+  persistent: true
+}
+
+/**
+ * What to do when Redis' `maxmemory-policy` is not `noeviction` (eviction silently deletes jobs).
+ *
+ * @since 0.1.0
+ */
+export type EvictionPolicyMode = "warn" | "refuse" | "ignore"
+
+/**
+ * Layer options. Give `url` or `connection` (ioredis options), not both.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** `redis://[user:password@]host:port[/db]` or `rediss://…`. Defaults to `redis://127.0.0.1:6379`. */
+  readonly url?: string | Redacted.Redacted<string> | undefined
+  /** ioredis connection options, instead of `url`. */
+  readonly connection?: RedisOptions | undefined
+  /** Key prefix (queue name rules; may be one hash tag such as `{errand}` for Redis Cluster). Default `errand`. */
+  readonly prefix?: string | undefined
+  /** Milliseconds before a Redis command fails with `BrokerError { reason: "Timeout" }`. Default 5,000. */
+  readonly commandTimeout?: number | undefined
+  /** Milliseconds to wait for the first connection before the layer fails. Default 5,000. */
+  readonly connectTimeout?: number | undefined
+  /** Behaviour when `maxmemory-policy` is not `noeviction`. Default `"warn"`. */
+  readonly evictionPolicy?: EvictionPolicyMode | undefined
+  /** Completed jobs kept per queue (their ids keep answering `duplicate`). Default 1,000; 0 keeps none. */
+  readonly keepCompleted?: number | undefined
+  /**
+   * Milliseconds between stalled-job checks (crash recovery happens at most this long after a
+   * lease runs out). Default: half the first lease asked for, between 250 ms and 30 s.
+   */
+  readonly stalledInterval?: number | undefined
+}
+
+/**
+ * Redis evicts keys under memory pressure and `evictionPolicy` is `"refuse"`.
+ *
+ * @since 0.1.0
+ */
+export class UnsafeEvictionPolicy extends Schema.TaggedError<UnsafeEvictionPolicy>()("UnsafeEvictionPolicy", {
+  policy: Schema.String,
+  endpoint: Schema.String
+}) {
+  override get message(): string {
+    return `Redis ${this.endpoint} has maxmemory-policy "${this.policy}": eviction silently deletes jobs; set it to "noeviction"`
+  }
+}
+
+/**
+ * Errors the layer can fail with while starting.
+ *
+ * @since 0.1.0
+ */
+export type LayerError = Errors.BrokerError | Errors.InvalidOption | Errors.InvalidQueueName | UnsafeEvictionPolicy
+
+/**
+ * The adapter's own service: the broker contract plus what is specific to Redis.
+ *
+ * @since 0.1.0
+ */
+export interface BullMQBrokerShape extends Broker.BrokerShape {
+  /** The validated key prefix. */
+  readonly prefix: string
+  /** `host:port` of the Redis server. */
+  readonly endpoint: string
+  /** `maxmemory-policy` read at start, where Redis told it. */
+  readonly evictionPolicy: string | undefined
+}
+
+/**
+ * The BullMQ broker service tag. Its layers also provide core's `Broker.Broker`.
+ *
+ * @since 0.1.0
+ */
+export class BullMQBroker extends Context.Service<BullMQBroker, BullMQBrokerShape>()(
+  "@errand/adapter-bullmq/BullMQBroker"
+) {}
+
+const jobName = "errand"
+/** Stalled jobs always go back to wait: core's attempt counter, not BullMQ's stall count, decides. */
+const maxStalledCount = 1_000_000
+/** Upper bound of one blocking wait, so that a missed wake-up costs at most this. */
+const maxBlockMs = 2000
+
+type Live = { readonly job: Job; readonly token: string; readonly queue: string }
+
+const noop = () => {}
+
+/** Errand priority 0..9 (higher first) → BullMQ priority 10..1 (lower first). Every job is prioritized, so the order is total. */
+const toBullPriority = (priority: number): number => 10 - Math.min(9, Math.max(0, Math.trunc(priority) || 0))
+
+const stateName = (state: string): string =>
+  state === "wait" || state === "prioritized" || state === "paused" || state === "waiting-children" ? "waiting" : state
+
+/**
+ * Validate a key prefix (core's queue-name rules; one Redis Cluster hash tag allowed).
+ *
+ * @since 0.1.0
+ */
+export const validatePrefix = (prefix: string): Effect.Effect<string, Errors.InvalidQueueName> => {
+  const reason = QueueName.checkPrefix(prefix)
+  return reason === undefined ? Effect.succeed(prefix) : Effect.fail(new Errors.InvalidQueueName({ queue: prefix, reason }))
+}
+
+/**
+ * Build the broker in a scope: connects (bounded by `connectTimeout`), checks the eviction policy,
+ * and on scope close releases every unsettled delivery back to wait and closes all connections.
+ *
+ * @since 0.1.0
+ */
+export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, LayerError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const prefix = yield* validatePrefix(options.prefix ?? "errand")
+    const commandTimeout = yield* Connection.positive("commandTimeout", options.commandTimeout, 5000)
+    const connectTimeout = yield* Connection.positive("connectTimeout", options.connectTimeout, 5000)
+    const keepCompleted = options.keepCompleted ?? 1000
+    if (!Number.isInteger(keepCompleted) || keepCompleted < 0) {
+      return yield* new Errors.InvalidOption({ option: "keepCompleted", reason: "must be a non-negative integer" })
+    }
+    if (options.stalledInterval !== undefined) yield* Connection.positive("stalledInterval", options.stalledInterval, 0)
+    const mode = options.evictionPolicy ?? "warn"
+    if (mode !== "warn" && mode !== "refuse" && mode !== "ignore") {
+      return yield* new Errors.InvalidOption({ option: "evictionPolicy", reason: 'must be "warn", "refuse" or "ignore"' })
+    }
+    const resolved = yield* Connection.resolve(
+      options.url === undefined && options.connection === undefined ? { url: "redis://127.0.0.1:6379" } : options
+    )
+    const endpoint = resolved.endpoint
+    const fail = (operation: string) => (error: unknown) => toBrokerError(error, operation, endpoint)
+
+    const client = yield* Effect.acquireRelease(
+      Connection.connect(resolved, { commandTimeout, connectTimeout, name: "errand" }),
+      (c) => Connection.close(c)
+    )
+
+    const evictionPolicy = mode === "ignore" ? undefined : yield* Connection.readEvictionPolicy(client, endpoint)
+    if (mode !== "ignore" && evictionPolicy !== "noeviction") {
+      const shown = evictionPolicy ?? "unknown"
+      if (mode === "refuse") return yield* new UnsafeEvictionPolicy({ policy: shown, endpoint })
+      yield* Effect.logWarning(
+        `Errand/BullMQ: Redis ${endpoint} has maxmemory-policy "${shown}", not "noeviction": under memory pressure Redis will silently delete jobs. Set maxmemory-policy noeviction (or pass evictionPolicy: "refuse" to fail instead).`
+      )
+    }
+
+    const removeOnComplete = keepCompleted === 0 ? true : { count: keepCompleted }
+    const queues = new Map<string, Queue>()
+    const workers = new Map<string, Worker>()
+    const outstanding = new Map<string, Live>()
+    const idleBlocking: Array<Redis> = []
+    const busyBlocking = new Set<Redis>()
+    let workerClient: Redis | undefined
+    let closing = false
+
+    const getQueue = (name: string): Queue => {
+      let queue = queues.get(name)
+      if (!queue) {
+        queue = new Queue(name, { connection: client, prefix, skipVersionCheck: true })
+        queue.on("error", noop)
+        queues.set(name, queue)
+      }
+      return queue
+    }
+
+    const getWorker = (name: string, lease: number): Worker => {
+      let worker = workers.get(name)
+      if (!worker) {
+        workerClient ??= client.duplicate({ maxRetriesPerRequest: null, connectionName: "errand-worker" })
+        workerClient.on("error", noop)
+        worker = new Worker(name, null, {
+          connection: workerClient,
+          prefix,
+          autorun: false,
+          skipVersionCheck: true,
+          lockDuration: lease,
+          maxStalledCount,
+          stalledInterval: options.stalledInterval ?? Math.min(30_000, Math.max(250, Math.floor(lease / 2))),
+          removeOnComplete,
+          removeOnFail: false
+        })
+        worker.on("error", noop)
+        // Manual mode: BullMQ does not start the stalled-job checker unless asked.
+        worker.startStalledCheckTimer().catch(noop)
+        workers.set(name, worker)
+      }
+      return worker
+    }
+
+    const redis = <A>(operation: string, f: () => Promise<A>) => Effect.tryPromise({ try: f, catch: fail(operation) })
+
+    // ---- send ----------------------------------------------------------------------------
+
+    const sendInternal = (queue: string, messages: ReadonlyArray<Broker.OutgoingMessage>, checkDead: boolean) =>
+      redis("send", async (): Promise<ReadonlyArray<Broker.SendResult>> => {
+        if (messages.length === 0) return []
+        const q = getQueue(queue)
+        const keys = queueKeys(prefix, queue)
+        const bull = await q.client
+        const multi = bull.multi()
+        const stride = checkDead ? 3 : 2
+        const pending: Array<Promise<unknown>> = []
+        for (const message of messages) {
+          const jobId = toJobId(message.id)
+          if (checkDead) multi.hexists(keys.deadLetters, message.id)
+          multi.exists(keys.job(message.id))
+          const job = new Job(q, jobName, message.body, {
+            jobId,
+            attempts: 1,
+            priority: toBullPriority(message.priority),
+            ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
+            removeOnComplete,
+            removeOnFail: false
+          }, jobId)
+          pending.push(job.addJob(multi as never).catch(noop))
+        }
+        const replies = (await multi.exec()) ?? []
+        await Promise.all(pending)
+        const results: Array<Broker.SendResult> = []
+        const duplicates: Array<number> = []
+        for (let i = 0; i < messages.length; i++) {
+          const message = messages[i]!
+          for (let k = 0; k < stride; k++) {
+            const [error] = replies[i * stride + k] ?? [new Error("missing reply")]
+            if (error) throw error
+          }
+          const dead = checkDead && replies[i * stride]?.[1] === 1
+          const existed = replies[i * stride + stride - 2]?.[1] === 1
+          if (dead) {
+            // A dead-lettered id whose failed job was trimmed by hand: undo the add, answer "dead".
+            if (!existed) await q.remove(toJobId(message.id)).catch(noop)
+            results.push({ id: message.id, duplicate: true, existingState: "dead" })
+          } else if (existed) {
+            duplicates.push(i)
+            results.push({ id: message.id, duplicate: true })
+          } else {
+            results.push({ id: message.id, duplicate: false })
+          }
+        }
+        for (const i of duplicates) {
+          const id = messages[i]!.id
+          const state = await q.getJobState(toJobId(id))
+          results[i] = { id, duplicate: true, existingState: stateName(state) }
+        }
+        return results
+      })
+
+    // ---- take ----------------------------------------------------------------------------
+
+    const settleOnce = (live: Live) => {
+      let state: "open" | "settling" | "settled" = "open"
+      return (operation: string, f: () => Promise<unknown>): Effect.Effect<void, Errors.BrokerError> =>
+        Effect.suspend(() => {
+          if (state !== "open") return Effect.void
+          state = "settling"
+          return Effect.tryPromise({ try: f, catch: fail(operation) }).pipe(
+            Effect.tap(() =>
+              Effect.sync(() => {
+                state = "settled"
+                outstanding.delete(live.token)
+              })
+            ),
+            Effect.tapError(() => Effect.sync(() => (state = "open"))),
+            Effect.asVoid,
+            Effect.uninterruptible
+          )
+        })
+    }
+
+    const makeDelivery = (live: Live, worker: Worker): Broker.Delivery => {
+      const { job, token, queue } = live
+      const settle = settleOnce(live)
+      const keys = queueKeys(prefix, queue)
+      const id = fromJobId(job.id ?? "")
+      return {
+        id,
+        body: typeof job.data === "string" ? job.data : JSON.stringify(job.data),
+        receiveCount: Math.max(1, job.attemptsStarted || 1),
+        ack: settle("ack", () => job.moveToCompleted(null, token, false)),
+        retry: ({ body, delay }) =>
+          settle("retry", () =>
+            worker.backend.moveToDelayed(job.id!, Date.now(), Math.max(0, Math.ceil(delay)), token, {
+              skipAttempt: false,
+              fieldsToUpdate: { data: JSON.stringify(body) }
+            })
+          ),
+        deadLetter: (record) =>
+          settle("deadLetter", async () => {
+            const entry: Broker.DeadLetterEntry = { id, ...record }
+            const recorded = await client.eval(
+              deadLetterScript,
+              3,
+              keys.lock(id),
+              keys.deadLetters,
+              keys.deadLetterOrder,
+              token,
+              id,
+              JSON.stringify(entry),
+              String(record.failedAt)
+            )
+            if (recorded !== 1) throw new Error(`Missing lock for job ${id}: the lease was lost`)
+            try {
+              await job.moveToFailed(new Error(record.error.slice(0, 2000)), token, false)
+            } catch (error) {
+              if (/Missing lock|not in the active/iu.test(String(error))) {
+                await client.multi().hdel(keys.deadLetters, id).zrem(keys.deadLetterOrder, id).exec()
+              }
+              throw error
+            }
+          }),
+        extendLease: (ms) =>
+          Effect.suspend(() =>
+            outstanding.has(token)
+              ? redis("extendLease", async () => {
+                  const ok = await job.extendLock(token, Math.max(1, Math.ceil(ms)))
+                  if (!ok) throw new Error(`Missing lock for job ${id}: the lease was lost`)
+                })
+              : Effect.void
+          ),
+        release: settle("release", () => job.moveToWait(token))
+      }
+    }
+
+    const fetchJobs = (worker: Worker, queue: string, max: number, lease: number) =>
+      Effect.uninterruptible(
+        redis("take", async () => {
+          // The lease is read by BullMQ's moveToActive from the worker options at each call.
+          ;(worker.opts as { lockDuration: number }).lockDuration = Math.max(1, Math.ceil(lease))
+          const got: Array<Broker.Delivery> = []
+          let batch = 1
+          while (got.length < max && !closing) {
+            const tokens = Array.from({ length: Math.min(batch, max - got.length) }, () => randomUUID())
+            const results = await Promise.allSettled(tokens.map((token) => worker.getNextJob(token, { block: false })))
+            let empty = false
+            for (let i = 0; i < results.length; i++) {
+              const result = results[i]!
+              if (result.status === "rejected") {
+                if (got.length === 0) throw result.reason
+                empty = true
+              } else if (result.value === undefined) {
+                empty = true
+              } else {
+                const live: Live = { job: result.value, token: tokens[i]!, queue }
+                outstanding.set(live.token, live)
+                got.push(makeDelivery(live, worker))
+              }
+            }
+            if (empty) break
+            batch *= 2
+          }
+          return got
+        })
+      )
+
+    const readyClient = (c: Redis, timeout: number) =>
+      new Promise<void>((resolve, reject) => {
+        if (c.status === "ready") return resolve()
+        const timer = setTimeout(() => {
+          cleanup()
+          reject(Object.assign(new Error("connect timed out"), { code: "ETIMEDOUT" }))
+        }, timeout)
+        const onReady = () => {
+          cleanup()
+          resolve()
+        }
+        const cleanup = () => {
+          clearTimeout(timer)
+          c.off("ready", onReady)
+        }
+        c.on("ready", onReady)
+        if (c.status === "wait") c.connect().catch(noop)
+      })
+
+    /** Block on the queue's marker (BullMQ's wake-up signal) for at most `ms`. */
+    const waitForMarker = (queue: string, ms: number) =>
+      Effect.tryPromise({
+        try: async (signal) => {
+          const blocking =
+            idleBlocking.pop() ??
+            client.duplicate({
+              commandTimeout: undefined,
+              lazyConnect: true,
+              maxRetriesPerRequest: 0,
+              connectionName: "errand-blocking"
+            })
+          blocking.on("error", noop)
+          busyBlocking.add(blocking)
+          const drop = () => {
+            busyBlocking.delete(blocking)
+            blocking.disconnect()
+          }
+          signal.addEventListener("abort", drop, { once: true })
+          let timer: ReturnType<typeof setTimeout> | undefined
+          try {
+            await readyClient(blocking, Math.max(ms, 100))
+            const seconds = Math.max(0.01, Math.round(ms) / 1000)
+            const watchdog = new Promise<"watchdog">((resolve) => (timer = setTimeout(() => resolve("watchdog"), ms + 1000)))
+            const result = await Promise.race([blocking.bzpopmin(queueKeys(prefix, queue).marker, seconds), watchdog])
+            if (result === "watchdog") throw Object.assign(new Error("blocking wait timed out"), { code: "ETIMEDOUT" })
+            signal.removeEventListener("abort", drop)
+            busyBlocking.delete(blocking)
+            if (!closing && idleBlocking.length < 8) idleBlocking.push(blocking)
+            else blocking.disconnect()
+          } catch (error) {
+            signal.removeEventListener("abort", drop)
+            drop()
+            throw error
+          } finally {
+            if (timer) clearTimeout(timer)
+          }
+        },
+        catch: fail("take")
+      })
+
+    const take: Broker.BrokerShape["take"] = (queue, { max, lease, wait }) =>
+      Effect.gen(function* () {
+        const worker = getWorker(queue, lease)
+        const deadline = Date.now() + Math.max(0, wait)
+        while (true) {
+          const jobs = yield* fetchJobs(worker, queue, max, lease)
+          if (jobs.length > 0 || closing) return jobs
+          const now = Date.now()
+          if (now >= deadline) return jobs
+          // BullMQ's moveToActive reports when the next delayed job is due.
+          const nextDue = Number((worker as unknown as { blockUntil?: number }).blockUntil) || 0
+          let until = Math.min(deadline, now + maxBlockMs)
+          if (nextDue > now) until = Math.min(until, nextDue)
+          yield* waitForMarker(queue, Math.max(1, until - now))
+        }
+      }).pipe(
+        Effect.catchTag("BrokerError", (error) =>
+          // While Redis is away, do not let a polling loop spin: wait out `wait` first.
+          error.reason === "Connection" && wait > 0
+            ? Effect.flatMap(Effect.sleep(Math.min(wait, 1000)), () => Effect.fail(error))
+            : Effect.fail(error)
+        )
+      )
+
+    // ---- dead letters --------------------------------------------------------------------
+
+    const parseEntry = (raw: string | null): Option.Option<Broker.DeadLetterEntry> => {
+      if (raw === null) return Option.none()
+      try {
+        return Option.some(JSON.parse(raw) as Broker.DeadLetterEntry)
+      } catch {
+        return Option.none()
+      }
+    }
+
+    const removeFailedJob = async (queue: string, id: string) => {
+      const q = getQueue(queue)
+      const state = await q.getJobState(toJobId(id))
+      if (state === "failed") await q.remove(toJobId(id))
+      return state
+    }
+
+    const idsOf = async (queue: string, ids: ReadonlyArray<string> | undefined): Promise<ReadonlyArray<string>> =>
+      ids ?? (await client.zrange(queueKeys(prefix, queue).deadLetterOrder, 0, -1))
+
+    const deadLetters: Broker.DeadLetterStore = {
+      list: (queue, { offset, limit }) =>
+        redis("deadLetters.list", async () => {
+          if (limit <= 0) return []
+          const keys = queueKeys(prefix, queue)
+          const ids = await client.zrange(keys.deadLetterOrder, Math.max(0, offset), Math.max(0, offset) + limit - 1)
+          if (ids.length === 0) return []
+          const raws = await client.hmget(keys.deadLetters, ...ids)
+          return raws.flatMap((raw) => Option.toArray(parseEntry(raw)))
+        }),
+      get: (queue, id) =>
+        redis("deadLetters.get", async () => parseEntry(await client.hget(queueKeys(prefix, queue).deadLetters, id))),
+      count: (queue) => redis("deadLetters.count", () => client.hlen(queueKeys(prefix, queue).deadLetters)),
+      redrive: (queue, { ids, prepare }) =>
+        Effect.gen(function* () {
+          const keys = queueKeys(prefix, queue)
+          const targets = yield* redis("deadLetters.redrive", () => idsOf(queue, ids))
+          let moved = 0
+          for (const id of targets) {
+            const entry = yield* redis("deadLetters.redrive", () => client.hget(keys.deadLetters, id)).pipe(
+              Effect.map(parseEntry)
+            )
+            if (Option.isNone(entry)) continue
+            const message = prepare(entry.value)
+            // The failed BullMQ job holds the id: free it first. A job in any other state means an
+            // earlier redrive already sent it and only the entry removal was lost.
+            const state = yield* redis("deadLetters.redrive", () => removeFailedJob(queue, id))
+            const alreadySent = state !== "failed" && state !== "unknown" && message.id === id
+            if (!alreadySent) {
+              const [result] = yield* sendInternal(queue, [message], false)
+              if (result?.duplicate && (result.existingState === "failed" || result.existingState === "dead")) {
+                return yield* new Errors.BrokerError({
+                  reason: "Unknown",
+                  operation: "deadLetters.redrive",
+                  message: `Redis ${endpoint}: redrive of ${id} refused, a job with id ${message.id} is ${result.existingState}`
+                })
+              }
+            }
+            yield* redis("deadLetters.redrive", () =>
+              client.multi().hdel(keys.deadLetters, id).zrem(keys.deadLetterOrder, id).exec()
+            )
+            moved++
+          }
+          return moved
+        }),
+      purge: (queue, ids) =>
+        redis("deadLetters.purge", async () => {
+          const keys = queueKeys(prefix, queue)
+          const targets = await idsOf(queue, ids)
+          let deleted = 0
+          for (let i = 0; i < targets.length; i += 500) {
+            const chunk = targets.slice(i, i + 500)
+            const replies = (await client.multi().hdel(keys.deadLetters, ...chunk).zrem(keys.deadLetterOrder, ...chunk).exec()) ?? []
+            deleted += Number(replies[0]?.[1] ?? 0)
+            for (const id of chunk) await removeFailedJob(queue, id).catch(noop)
+          }
+          return deleted
+        })
+    }
+
+    // ---- stats and deletion ----------------------------------------------------------------
+
+    const stats: Broker.BrokerShape["stats"] = (queue) =>
+      redis("stats", async () => {
+        const [counts, dead] = await Promise.all([
+          getQueue(queue).getJobCounts("wait", "paused", "prioritized", "waiting-children", "active", "delayed"),
+          client.hlen(queueKeys(prefix, queue).deadLetters)
+        ])
+        const n = (k: string) => Number(counts[k] ?? 0)
+        return {
+          waiting: n("wait") + n("paused") + n("prioritized") + n("waiting-children"),
+          active: n("active"),
+          delayed: n("delayed"),
+          dead
+        }
+      })
+
+    const deleteQueue: Broker.BrokerShape["deleteQueue"] = (queue) =>
+      redis("deleteQueue", async () => {
+        const keys = queueKeys(prefix, queue)
+        await getQueue(queue).obliterate({ force: true })
+        await client.del(keys.deadLetters, keys.deadLetterOrder)
+        // Whatever is left under the queue's keyspace (markers, events, stray jobs).
+        let cursor = "0"
+        do {
+          const [next, found] = await client.scan(cursor, "MATCH", `${keys.base}:*`, "COUNT", 500)
+          cursor = next
+          if (found.length > 0) await client.unlink(...found)
+        } while (cursor !== "0")
+        for (const [token, live] of outstanding) if (live.queue === queue) outstanding.delete(token)
+      })
+
+    // ---- shutdown --------------------------------------------------------------------------
+
+    yield* Effect.addFinalizer(() =>
+      Effect.promise(async () => {
+        closing = true
+        const bounded = (p: Promise<unknown>, ms: number) =>
+          Promise.race([p.catch(noop), new Promise((r) => setTimeout(r, ms).unref?.())])
+        // Unsettled deliveries go back to wait now rather than after their lease.
+        await bounded(Promise.all([...outstanding.values()].map((live) => live.job.moveToWait(live.token).catch(noop))), 3000)
+        outstanding.clear()
+        for (const c of [...idleBlocking, ...busyBlocking]) c.disconnect()
+        await bounded(Promise.all([...workers.values()].map((w) => w.close(true))), 3000)
+        await bounded(Promise.all([...queues.values()].map((q) => q.close())), 2000)
+        if (workerClient) {
+          const wc = workerClient
+          await bounded(wc.quit(), 1000)
+          wc.disconnect()
+        }
+      })
+    )
+
+    return BullMQBroker.of({
+      name: "bullmq",
+      capabilities,
+      prefix,
+      endpoint,
+      evictionPolicy,
+      // BullMQ takes any name core accepts; the prefix carries any Cluster hash tag.
+      validateQueueName: () => undefined,
+      send: (queue, messages) => sendInternal(queue, messages, true),
+      take,
+      deadLetters,
+      stats,
+      deleteQueue
+    })
+  })
+
+/**
+ * A layer providing both `BullMQBroker` and core's `Broker.Broker`.
+ *
+ * @example
+ * ```ts
+ * const BrokerLive = BullMQBroker.layer({ url: process.env.REDIS_URL, prefix: "{errand}", evictionPolicy: "refuse" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer = (options: Options = {}): Layer.Layer<BullMQBroker | Broker.Broker, LayerError> => {
+  const own = Layer.effect(BullMQBroker, make(options))
+  return Layer.effect(Broker.Broker, Effect.map(BullMQBroker.asEffect(), (broker): Broker.BrokerShape => broker)).pipe(
+    Layer.provideMerge(own)
+  )
+}
+
+/**
+ * A layer reading its options from `Config`: `REDIS_URL` (default `redis://127.0.0.1:6379`) and
+ * `ERRAND_PREFIX` (default `errand`) unless other configs are given.
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  config: {
+    readonly url?: Config.Config<Redacted.Redacted<string>>
+    readonly prefix?: Config.Config<string>
+  } = {},
+  options: Omit<Options, "url" | "connection" | "prefix"> = {}
+): Layer.Layer<BullMQBroker | Broker.Broker, LayerError | Config.ConfigError> =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const url = yield* (config.url ?? Config.Redacted("REDIS_URL").pipe(Config.option))
+      const prefix = yield* (config.prefix ?? Config.String("ERRAND_PREFIX").pipe(Config.withDefault("errand")))
+      const resolvedUrl = Option.isOption(url) ? Option.getOrUndefined(url) : url
+      return layer({ ...options, prefix, ...(resolvedUrl !== undefined ? { url: resolvedUrl } : {}) })
+    })
+  )

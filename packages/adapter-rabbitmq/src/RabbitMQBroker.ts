@@ -1,0 +1,434 @@
+/**
+ * Errand's broker on RabbitMQ (amqplib): confirmed mandatory publishes, durable queues and
+ * persistent messages, plugin-free delays through power-of-two TTL wait tiers, a dead-letter queue
+ * per work queue with list / redrive / purge done on the broker, stale-channel-safe settles and
+ * reconnection with consumers that resume by themselves.
+ *
+ * @since 0.1.0
+ */
+import { Broker, Errors } from "@errand/core"
+import type * as amqp from "amqplib"
+import { Config, Context, Effect, Layer, Option } from "effect"
+import { Client } from "./internal/client.js"
+import { QueueConsumer, type Entry } from "./internal/consumer.js"
+import * as DeadLetters from "./internal/deadLetters.js"
+import { endpointOf, toBrokerError } from "./internal/errors.js"
+import * as Topology from "./internal/topology.js"
+
+/**
+ * Options of the RabbitMQ broker. Every field has a default.
+ *
+ * @since 0.1.0
+ */
+export interface Options {
+  /** AMQP URL, `amqp://` or `amqps://` (TLS). Default `amqp://guest:guest@127.0.0.1:5672`. */
+  readonly url?: string | undefined
+  /** Passed to amqplib's `connect` (TLS `ca`/`cert`/`key`, `timeout`, `heartbeat`…). */
+  readonly socketOptions?: Record<string, unknown> | undefined
+  /**
+   * `"classic"` (default): priorities through `x-max-priority`. `"quorum"`: replicated, no
+   * priorities on RabbitMQ 3.10. Applies to every queue this broker declares.
+   */
+  readonly queueType?: "classic" | "quorum" | undefined
+  /** `x-max-priority` of classic work queues, 1–9 (default 9); 0 turns priorities off. */
+  readonly maxPriority?: number | undefined
+  /** Delays are rounded up to a multiple of this, in ms; also the smallest wait tier. Default 100. */
+  readonly delayResolution?: number | undefined
+  /** Number of power-of-two wait tiers per queue. Default 16 (max delay ≈ 1.8 h at 100 ms). */
+  readonly delayTiers?: number | undefined
+  /** How long one `send` may take, waiting for a reconnect and retrying included, ms. Default 30,000. */
+  readonly sendTimeout?: number | undefined
+  /** How long to wait for the connection when creating a channel, ms. Default 30,000. */
+  readonly connectTimeout?: number | undefined
+  /** Reconnect backoff, ms. Default 100 doubling up to 5,000. */
+  readonly reconnect?: { readonly initialDelay?: number | undefined; readonly maxDelay?: number | undefined } | undefined
+  /** Shown in RabbitMQ's connection list. Default `"errand"`. */
+  readonly connectionName?: string | undefined
+  /** Largest body accepted, bytes. Default 16 MiB (RabbitMQ 4's `max_message_size` default). */
+  readonly maxPayloadBytes?: number | undefined
+}
+
+/**
+ * The default AMQP URL.
+ *
+ * @since 0.1.0
+ */
+export const defaultUrl = "amqp://guest:guest@127.0.0.1:5672"
+
+const resolve = (options: Options) => {
+  const queueType = options.queueType ?? "classic"
+  const settings: Topology.TopologySettings = {
+    queueType,
+    maxPriority: queueType === "classic" ? Math.max(0, Math.min(9, Math.floor(options.maxPriority ?? 9))) : 0,
+    resolution: Math.max(1, Math.floor(options.delayResolution ?? 100)),
+    tiers: Math.max(1, Math.min(30, Math.floor(options.delayTiers ?? 16)))
+  }
+  return {
+    url: options.url ?? defaultUrl,
+    settings,
+    maxPayloadBytes: options.maxPayloadBytes ?? 16 * 1024 * 1024,
+    sendTimeout: options.sendTimeout ?? 30_000,
+    connectTimeout: options.connectTimeout ?? 30_000,
+    reconnect: {
+      initialDelay: options.reconnect?.initialDelay ?? 100,
+      maxDelay: options.reconnect?.maxDelay ?? 5_000
+    },
+    connectionName: options.connectionName ?? "errand",
+    socketOptions: options.socketOptions ?? {}
+  }
+}
+
+/**
+ * Capabilities for the given options (they depend on the queue type and the delay tiers).
+ *
+ * @since 0.1.0
+ */
+export const capabilitiesFor = (options: Options = {}): Broker.Capabilities => {
+  const resolved = resolve(options)
+  return {
+    maxDelay: Topology.maxDelay(resolved.settings),
+    priorities: resolved.settings.maxPriority > 0,
+    ordering: "none",
+    deduplication: false,
+    leaseExtension: false,
+    maxPayloadBytes: resolved.maxPayloadBytes,
+    persistent: true
+  }
+}
+
+/**
+ * Capabilities with the default options (classic queues): see the README's table.
+ *
+ * @since 0.1.0
+ */
+export const capabilities: Broker.Capabilities = capabilitiesFor()
+
+/**
+ * Why RabbitMQ would refuse `queue`, beyond core's rules: names over 255 bytes (counting the
+ * adapter's longest auxiliary name) and the reserved `amq.` prefix.
+ *
+ * @since 0.1.0
+ */
+export const validateQueueName = (options: Options = {}) => (queue: string): string | undefined => {
+  const { settings } = resolve(options)
+  if (queue.startsWith("amq.")) return "the 'amq.' prefix is reserved by RabbitMQ"
+  const longest = Topology.afterTierExchange(queue, settings, settings.tiers - 1)
+  if (Buffer.byteLength(longest, "utf8") > 255) return "too long for RabbitMQ once suffixed (255 bytes at most)"
+  return undefined
+}
+
+/**
+ * What the adapter's own tag offers: the broker contract plus diagnostics.
+ *
+ * @since 0.1.0
+ */
+export interface RabbitMQBrokerShape extends Broker.BrokerShape {
+  /** `host:port` of the broker (never credentials). */
+  readonly endpoint: string
+  /** The resolved topology settings (queue type, priorities, delay tiers). */
+  readonly settings: Topology.TopologySettings
+  /** The wait tiers (TTL in ms) a delay visits, highest first. */
+  readonly tiersFor: (delay: number) => ReadonlyArray<number>
+  /**
+   * The consumer channel of `queue` and its generation (bumped on every new channel), for tests
+   * and diagnostics. Do not settle messages through it.
+   */
+  readonly unsafeConsumer: (
+    queue: string
+  ) => { readonly channel: amqp.Channel | undefined; readonly generation: number } | undefined
+  /** How many connection losses this broker went through. */
+  readonly connectionGeneration: Effect.Effect<number>
+}
+
+/**
+ * The RabbitMQ broker's own tag. Its layer also provides core's `Broker.Broker`.
+ *
+ * @since 0.1.0
+ */
+export class RabbitMQBroker extends Context.Service<RabbitMQBroker, RabbitMQBrokerShape>()(
+  "@errand/adapter-rabbitmq/RabbitMQBroker"
+) {}
+
+/**
+ * Connect and build the broker; the connection closes with the scope (consumers cancelled,
+ * undelivered prefetched messages requeued, channels and connection closed, bounded in time).
+ * Fails with `BrokerError` (`Unauthorized`, `Connection`…) when the first connection fails.
+ *
+ * @since 0.1.0
+ */
+export const make = Effect.fnUntraced(function*(options: Options = {}) {
+  const resolved = resolve(options)
+  const endpoint = endpointOf(resolved.url)
+  const settings = resolved.settings
+  const services = yield* Effect.context<never>()
+  const log = (level: "debug" | "warning", message: string) => {
+    const line = `@errand/adapter-rabbitmq ${endpoint}: ${message}`
+    Effect.runForkWith(services)(level === "debug" ? Effect.logDebug(line) : Effect.logWarning(line))
+  }
+  const consumers = new Map<string, QueueConsumer>()
+
+  const client = yield* Effect.acquireRelease(
+    Effect.tryPromise({
+      try: () =>
+        Client.open({
+          url: resolved.url,
+          socketOptions: resolved.socketOptions,
+          connectionName: resolved.connectionName,
+          reconnect: resolved.reconnect,
+          settings,
+          sendTimeout: resolved.sendTimeout,
+          connectTimeout: resolved.connectTimeout,
+          log
+        }),
+      catch: toBrokerError("connect", endpoint)
+    }),
+    (client) =>
+      Effect.promise(async () => {
+        await Promise.all([...consumers.values()].map((consumer) => consumer.close()))
+        consumers.clear()
+        await client.close()
+      })
+  )
+  const deadLetters = new DeadLetters.DeadLetters(client)
+
+  const attempt = <A>(operation: string, run: () => Promise<A>): Effect.Effect<A, Errors.BrokerError> =>
+    Effect.tryPromise({ try: run, catch: toBrokerError(operation, endpoint) })
+
+  const publishMessage = async (queue: string, message: Broker.OutgoingMessage): Promise<void> => {
+    const properties = {
+      messageId: message.id,
+      priority: message.priority,
+      headers: message.group !== undefined ? { [DeadLetters.headers.group]: message.group } : {}
+    }
+    const content = Buffer.from(message.body, "utf8")
+    const routingKey = Topology.delayRoutingKey(settings, message.delay)
+    if (routingKey === undefined) return client.publish("", queue, content, properties)
+    return client.publish(Topology.delayExchange(queue), routingKey, content, properties)
+  }
+
+  const consumerOf = (queue: string): QueueConsumer => {
+    let consumer = consumers.get(queue)
+    if (consumer === undefined) {
+      consumer = new QueueConsumer(client, queue)
+      consumers.set(queue, consumer)
+    }
+    return consumer
+  }
+
+  const toDelivery = (queue: string, consumer: QueueConsumer, entry: Entry): Broker.Delivery => {
+    const message = entry.message
+    const table = message.properties.headers ?? {}
+    const deliveryCount = table["x-delivery-count"]
+    const receiveCount = typeof deliveryCount === "number" ? deliveryCount + 1 : message.fields.redelivered ? 2 : 1
+    const id = typeof message.properties.messageId === "string"
+      ? message.properties.messageId
+      : `${queue}#${entry.generation}.${message.fields.deliveryTag}`
+    const priority = typeof message.properties.priority === "number" ? message.properties.priority : 0
+    const group = table[DeadLetters.headers.group]
+
+    const settle = (operation: string, action: (channel: amqp.Channel, message: amqp.ConsumeMessage) => void) =>
+      Effect.sync(() => {
+        if (!consumer.claim(entry)) return
+        if (consumer.send(entry, action) === "stale") {
+          log("debug", `${operation} of ${id} dropped: its channel is gone and the broker redelivers it`)
+        }
+      })
+
+    // Publish a replacement (confirmed) and only then ack the original; on failure the original
+    // goes back to the queue so nothing is lost.
+    const replace = (operation: string, publish: () => Promise<void>) =>
+      Effect.suspend(() => {
+        if (!consumer.claim(entry)) return Effect.void
+        return attempt(operation, publish).pipe(
+          Effect.tap(() => Effect.sync(() => consumer.send(entry, (channel, m) => channel.ack(m)))),
+          Effect.tapError(() => Effect.sync(() => consumer.send(entry, (channel, m) => channel.nack(m, false, true))))
+        )
+      })
+
+    return {
+      id,
+      body: message.content.toString("utf8"),
+      receiveCount,
+      ack: settle("ack", (channel, m) => channel.ack(m)),
+      release: settle("release", (channel, m) => channel.nack(m, false, true)),
+      retry: ({ body, delay }) =>
+        replace("retry", () =>
+          publishMessage(queue, {
+            id,
+            body,
+            delay,
+            priority,
+            ...(typeof group === "string" ? { group } : {})
+          })),
+      deadLetter: (record) =>
+        replace("deadLetter", () =>
+          client.publish("", Topology.deadLetterQueue(queue), Buffer.from(record.body, "utf8"), {
+            messageId: id,
+            priority: 0,
+            headers: DeadLetters.recordHeaders(record, group)
+          })),
+      extendLease: () => Effect.void
+    }
+  }
+
+  const take: Broker.BrokerShape["take"] = (queue, { max, wait }) =>
+    Effect.gen(function*() {
+      if (!(max > 0)) return []
+      const consumer = consumerOf(queue)
+      yield* attempt("take", () => consumer.ensure(consumer.active.size + max))
+      if (consumer.buffered === 0 && wait > 0) {
+        yield* Effect.callback<void>((resume) => {
+          const timer = setTimeout(() => resume(Effect.void), wait)
+          const unregister = consumer.onArrival(() => resume(Effect.void))
+          return Effect.sync(() => {
+            clearTimeout(timer)
+            unregister()
+          })
+        })
+      }
+      return yield* Effect.sync(() => consumer.drain(max).map((entry) => toDelivery(queue, consumer, entry)))
+    })
+
+  const scan = (
+    operation: string,
+    queue: string,
+    visit: (entry: Broker.DeadLetterEntry, index: number) => DeadLetters.Decision | Promise<DeadLetters.Decision>
+  ) => attempt(operation, () => deadLetters.scan(queue, visit))
+
+  const deadLetterStore: Broker.DeadLetterStore = {
+    list: (queue, { limit, offset }) =>
+      Effect.suspend(() => {
+        const entries: Array<Broker.DeadLetterEntry> = []
+        if (!(limit > 0)) return Effect.succeed(entries)
+        return scan("deadLetters.list", queue, (entry, index) => {
+          if (index >= offset) entries.push(entry)
+          return index + 1 >= offset + limit ? "stop" : "keep"
+        }).pipe(Effect.as(entries))
+      }),
+    get: (queue, id) =>
+      Effect.suspend(() => {
+        let found: Broker.DeadLetterEntry | undefined
+        return scan("deadLetters.get", queue, (entry) => {
+          if (entry.id !== id) return "keep"
+          found = entry
+          return "stop"
+        }).pipe(Effect.map(() => Option.fromNullishOr(found)))
+      }),
+    count: (queue) => attempt("deadLetters.count", () => deadLetters.count(queue)),
+    redrive: (queue, { ids, prepare }) =>
+      Effect.suspend(() => {
+        const wanted = ids === undefined ? undefined : new Set(ids)
+        let moved = 0
+        return scan("deadLetters.redrive", queue, async (entry) => {
+          if (wanted !== undefined && !wanted.has(entry.id)) return "keep"
+          await publishMessage(queue, prepare(entry))
+          moved++
+          return "ack"
+        }).pipe(Effect.map(() => moved))
+      }),
+    purge: (queue, ids) =>
+      Effect.suspend(() => {
+        if (ids === undefined) return attempt("deadLetters.purge", () => deadLetters.purgeAll(queue))
+        const wanted = new Set(ids)
+        let deleted = 0
+        return scan("deadLetters.purge", queue, (entry) => {
+          if (!wanted.has(entry.id)) return "keep"
+          deleted++
+          return "ack"
+        }).pipe(Effect.map(() => deleted))
+      })
+  }
+
+  const stats: Broker.BrokerShape["stats"] = (queue) =>
+    attempt("stats", async () => {
+      await client.ensureTopology(queue)
+      const channel = await client.adminChannel()
+      const names = client.names(queue)
+      const counts = await Promise.all(names.queues.map((name) => channel.checkQueue(name).then((ok) => ok.messageCount)))
+      const consumer = consumers.get(queue)
+      const [ready = 0, dead = 0, ...waiting] = counts
+      return {
+        waiting: ready + (consumer?.buffered ?? 0),
+        active: consumer?.active.size ?? 0,
+        delayed: waiting.reduce((sum, count) => sum + count, 0),
+        dead
+      }
+    })
+
+  const deleteQueue: Broker.BrokerShape["deleteQueue"] = (queue) =>
+    attempt("deleteQueue", async () => {
+      const consumer = consumers.get(queue)
+      consumers.delete(queue)
+      if (consumer !== undefined) await consumer.close()
+      await deadLetters.exclusive(queue, async () => {
+        client.forgetTopology(queue)
+        const channel = await client.adminChannel()
+        const names = client.names(queue)
+        await Promise.all(names.queues.map((name) => channel.deleteQueue(name)))
+        await Promise.all(names.exchanges.map((name) => channel.deleteExchange(name)))
+        client.forgetTopology(queue)
+      })
+    })
+
+  const send: Broker.BrokerShape["send"] = (queue, messages) =>
+    attempt("send", async () => {
+      if (messages.length === 0) return []
+      await client.ensureTopology(queue)
+      await Promise.all(messages.map((message) => publishMessage(queue, message)))
+      return messages.map((message) => ({ id: message.id, duplicate: false }))
+    })
+
+  return RabbitMQBroker.of({
+    name: "rabbitmq",
+    capabilities: capabilitiesFor(options),
+    validateQueueName: validateQueueName(options),
+    send,
+    take,
+    deadLetters: deadLetterStore,
+    stats,
+    deleteQueue,
+    endpoint,
+    settings,
+    tiersFor: (delay) => Topology.tiersFor(settings, delay).map((tier) => Topology.tierTtl(settings, tier)),
+    unsafeConsumer: (queue) => {
+      const consumer = consumers.get(queue)
+      return consumer === undefined ? undefined : { channel: consumer.currentChannel, generation: consumer.generation }
+    },
+    connectionGeneration: Effect.sync(() => client.connectionGeneration)
+  })
+})
+
+/**
+ * A layer providing both `RabbitMQBroker` and core's `Broker.Broker`.
+ *
+ * @example
+ * ```ts
+ * import { RabbitMQBroker } from "@errand/adapter-rabbitmq"
+ *
+ * const BrokerLive = RabbitMQBroker.layer({ url: "amqp://guest:guest@127.0.0.1:5672", queueType: "quorum" })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layer = (options: Options = {}): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError> =>
+  Layer.effectContext(
+    Effect.map(make(options), (broker) => Context.make(RabbitMQBroker, broker).pipe(Context.add(Broker.Broker, broker)))
+  )
+
+/**
+ * `layer` with its options read from `Config` (for example `Config.String("AMQP_URL")`).
+ *
+ * @example
+ * ```ts
+ * import { Config } from "effect"
+ * import { RabbitMQBroker } from "@errand/adapter-rabbitmq"
+ *
+ * const BrokerLive = RabbitMQBroker.layerConfig({ url: Config.String("AMQP_URL") })
+ * ```
+ *
+ * @since 0.1.0
+ */
+export const layerConfig = (
+  config: Config.Wrap<Options>
+): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError | Config.ConfigError> =>
+  Layer.unwrap(Effect.map(Config.unwrap(config), (options) => layer(options)))

@@ -1,0 +1,218 @@
+/**
+ * One consumer per work queue, on its own channel, buffering deliveries for `take`.
+ *
+ * Every channel the consumer opens gets a new generation; a delivery remembers the generation
+ * (and channel) it came from. A settle for a delivery whose channel died is dropped locally: the
+ * broker already requeued the message, and sending the stale delivery tag on the new channel would
+ * make RabbitMQ close that channel too (PRECONDITION_FAILED, unknown delivery tag) and redeliver
+ * everything it holds.
+ */
+import type * as amqp from "amqplib"
+import type { Client } from "./client.js"
+import { sleep, withTimeout } from "./client.js"
+
+/** One message delivered to this process. */
+export interface Entry {
+  readonly message: amqp.ConsumeMessage
+  readonly channel: amqp.Channel
+  readonly generation: number
+  state: "buffered" | "active" | "settled"
+}
+
+/** The result of a settle attempt. */
+export type SettleResult = "sent" | "stale" | "already-settled"
+
+const maxPrefetch = 65535
+
+/** The consumer of one work queue. */
+export class QueueConsumer {
+  /** Bumped for every channel this consumer opens. */
+  generation = 0
+  /** Deliveries handed out by `take` and not yet settled. */
+  readonly active = new Set<Entry>()
+  private channel: amqp.Channel | undefined
+  private consumerTag: string | undefined
+  private prefetch = 0
+  private buffer: Array<Entry> = []
+  private readonly waiters = new Set<() => void>()
+  private starting: Promise<void> | undefined
+  private closed = false
+  private restarting = false
+
+  constructor(
+    private readonly client: Client,
+    readonly queue: string
+  ) {}
+
+  /** Deliveries received and not yet handed out. */
+  get buffered(): number {
+    return this.buffer.length
+  }
+
+  /** The live channel, for diagnostics and tests. */
+  get currentChannel(): amqp.Channel | undefined {
+    return this.channel
+  }
+
+  /** Make sure a consumer runs with a prefetch of at least `prefetch`. */
+  async ensure(prefetch: number): Promise<void> {
+    const wanted = Math.min(maxPrefetch, Math.max(1, prefetch, this.prefetch))
+    while (this.starting !== undefined) await this.starting.catch(() => {})
+    if (this.closed) return
+    if (this.channel !== undefined && wanted <= this.prefetch) return
+    const started = this.channel === undefined ? this.start(wanted) : this.raisePrefetch(this.channel, wanted)
+    this.starting = started
+    try {
+      await started
+    } finally {
+      this.starting = undefined
+    }
+  }
+
+  private async start(prefetch: number): Promise<void> {
+    const channel = await this.client.channel()
+    const generation = ++this.generation
+    channel.on("close", () => this.onChannelClosed(channel, generation))
+    try {
+      await this.client.ensureTopology(this.queue)
+      await channel.prefetch(prefetch)
+      const reply = await channel.consume(this.queue, (message) => this.onMessage(channel, generation, message), {
+        noAck: false
+      })
+      if (this.closed) {
+        await channel.close().catch(() => {})
+        return
+      }
+      this.channel = channel
+      this.consumerTag = reply.consumerTag
+      this.prefetch = prefetch
+    } catch (error) {
+      await channel.close().catch(() => {})
+      throw error
+    }
+  }
+
+  // RabbitMQ applies a per-consumer prefetch to consumers created after basic.qos, so raising it
+  // means consuming again on the same channel (unacked deliveries stay valid there).
+  private async raisePrefetch(channel: amqp.Channel, prefetch: number): Promise<void> {
+    await channel.prefetch(prefetch)
+    const generation = this.generation
+    const reply = await channel.consume(this.queue, (message) => this.onMessage(channel, generation, message), {
+      noAck: false
+    })
+    const old = this.consumerTag
+    this.consumerTag = reply.consumerTag
+    this.prefetch = prefetch
+    if (old !== undefined) await channel.cancel(old)
+  }
+
+  private onMessage(channel: amqp.Channel, generation: number, message: amqp.ConsumeMessage | null): void {
+    if (message === null) {
+      // Cancelled by the broker (queue deleted): start over, which declares the queue again.
+      if (generation === this.generation && !this.closed) void channel.close().catch(() => {})
+      return
+    }
+    if (this.closed || generation !== this.generation) {
+      try {
+        channel.nack(message, false, true)
+      } catch {
+        // channel already gone: the broker requeues it
+      }
+      return
+    }
+    this.buffer.push({ message, channel, generation, state: "buffered" })
+    for (const wake of [...this.waiters]) wake()
+  }
+
+  private onChannelClosed(channel: amqp.Channel, generation: number): void {
+    if (generation !== this.generation) return
+    if (this.channel === channel) this.channel = undefined
+    this.consumerTag = undefined
+    // The broker requeues everything this channel held; forget the local copies.
+    this.buffer = this.buffer.filter((entry) => entry.generation !== generation)
+    if (!this.closed) void this.restart()
+  }
+
+  private async restart(): Promise<void> {
+    if (this.restarting) return
+    this.restarting = true
+    let backoff = 100
+    try {
+      while (!this.closed && this.channel === undefined) {
+        try {
+          await this.ensure(this.prefetch)
+        } catch (error) {
+          this.client.options.log(
+            "debug",
+            `consumer of ${this.queue} could not restart: ${error instanceof Error ? error.message : String(error)}`
+          )
+          await sleep(backoff)
+          backoff = Math.min(backoff * 2, this.client.options.reconnect.maxDelay)
+        }
+      }
+    } finally {
+      this.restarting = false
+    }
+  }
+
+  /** Hand out up to `max` buffered deliveries (they become active). */
+  drain(max: number): ReadonlyArray<Entry> {
+    const taken = this.buffer.splice(0, Math.max(0, max))
+    for (const entry of taken) {
+      entry.state = "active"
+      this.active.add(entry)
+    }
+    return taken
+  }
+
+  /** Call `wake` when a delivery arrives (or the consumer closes); returns the unregister function. */
+  onArrival(wake: () => void): () => void {
+    this.waiters.add(wake)
+    return () => this.waiters.delete(wake)
+  }
+
+  /** Whether `entry`'s channel is still the live one. */
+  isLive(entry: Entry): boolean {
+    return entry.generation === this.generation && entry.channel === this.channel
+  }
+
+  /** Claim `entry` for a settle: the first claim wins. */
+  claim(entry: Entry): boolean {
+    if (entry.state === "settled") return false
+    entry.state = "settled"
+    this.active.delete(entry)
+    return true
+  }
+
+  /** Run `action` on the entry's channel if it is still live; else drop it locally. */
+  send(entry: Entry, action: (channel: amqp.Channel, message: amqp.ConsumeMessage) => void): SettleResult {
+    if (!this.isLive(entry)) return "stale"
+    try {
+      action(entry.channel, entry.message)
+      return "sent"
+    } catch {
+      return "stale"
+    }
+  }
+
+  /** Stop consuming: cancel, requeue what was not handed out, close the channel. Never hangs. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    for (const wake of [...this.waiters]) wake()
+    const channel = this.channel
+    this.channel = undefined
+    if (channel === undefined) return
+    const bounded = <A>(promise: Promise<A>) => withTimeout(promise, 2000, () => new Error("timeout")).catch(() => {})
+    if (this.consumerTag !== undefined) await bounded(channel.cancel(this.consumerTag))
+    for (const entry of this.buffer) {
+      try {
+        channel.nack(entry.message, false, true)
+      } catch {
+        // closing below requeues it anyway
+      }
+    }
+    this.buffer = []
+    await bounded(channel.close())
+  }
+}

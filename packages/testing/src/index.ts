@@ -1,0 +1,1 @@
+export * as MemoryBroker from "./MemoryBroker.js"
