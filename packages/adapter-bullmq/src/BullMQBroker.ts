@@ -14,7 +14,7 @@
  */
 import { Broker, Errors, QueueName } from "@errand/core"
 import { Job, Queue, Worker } from "bullmq"
-import type { Redis, RedisOptions } from "ioredis"
+import type { ChainableCommander, Redis, RedisOptions } from "ioredis"
 import { Config, Context, Effect, Layer, Option, type Redacted, Schema, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Connection from "./internal/connection.js"
@@ -214,8 +214,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           lockDuration: lease,
           maxStalledCount,
           stalledInterval: options.stalledInterval ?? Math.min(30_000, Math.max(250, Math.floor(lease / 2))),
-          removeOnComplete,
-          removeOnFail: false
+          removeOnComplete: { count: keepCompleted }
         })
         worker.on("error", noop)
         // Manual mode: BullMQ does not start the stalled-job checker unless asked.
@@ -234,8 +233,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         if (messages.length === 0) return []
         const q = getQueue(queue)
         const keys = queueKeys(prefix, queue)
-        const bull = await q.client
-        const multi = bull.multi()
+        const bull = await q.backend.client
+        // A MULTI runs EXISTS and BullMQ's add script back to back, so "existed before" is exact.
+        const multi = bull.multi() as unknown as ChainableCommander
         const stride = checkDead ? 3 : 2
         const pending: Array<Promise<unknown>> = []
         for (const message of messages) {
@@ -493,14 +493,14 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     }
 
     const idsOf = async (queue: string, ids: ReadonlyArray<string> | undefined): Promise<ReadonlyArray<string>> =>
-      ids ?? (await client.zrange(queueKeys(prefix, queue).deadLetterOrder, 0, -1))
+      ids ?? (await client.zrange(queueKeys(prefix, queue).deadLetterOrder, "0", "-1"))
 
     const deadLetters: Broker.DeadLetterStore = {
       list: (queue, { offset, limit }) =>
         redis("deadLetters.list", async () => {
           if (limit <= 0) return []
           const keys = queueKeys(prefix, queue)
-          const ids = await client.zrange(keys.deadLetterOrder, Math.max(0, offset), Math.max(0, offset) + limit - 1)
+          const ids = await client.zrange(keys.deadLetterOrder, String(Math.max(0, offset)), String(Math.max(0, offset) + limit - 1))
           if (ids.length === 0) return []
           const raws = await client.hmget(keys.deadLetters, ...ids)
           return raws.flatMap((raw) => Option.toArray(parseEntry(raw)))
@@ -560,12 +560,12 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const stats: Broker.BrokerShape["stats"] = (queue) =>
       redis("stats", async () => {
         const [counts, dead] = await Promise.all([
-          getQueue(queue).getJobCounts("wait", "paused", "prioritized", "waiting-children", "active", "delayed"),
+          getQueue(queue).getJobCounts("wait", "prioritized", "waiting-children", "active", "delayed"),
           client.hlen(queueKeys(prefix, queue).deadLetters)
         ])
         const n = (k: string) => Number(counts[k] ?? 0)
         return {
-          waiting: n("wait") + n("paused") + n("prioritized") + n("waiting-children"),
+          waiting: n("wait") + n("prioritized") + n("waiting-children"),
           active: n("active"),
           delayed: n("delayed"),
           dead
@@ -636,7 +636,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
  */
 export const layer = (options: Options = {}): Layer.Layer<BullMQBroker | Broker.Broker, LayerError> => {
   const own = Layer.effect(BullMQBroker, make(options))
-  return Layer.effect(Broker.Broker, Effect.map(BullMQBroker.asEffect(), (broker): Broker.BrokerShape => broker)).pipe(
+  return Layer.effect(Broker.Broker, Effect.map(BullMQBroker, (broker): Broker.BrokerShape => broker)).pipe(
     Layer.provideMerge(own)
   )
 }

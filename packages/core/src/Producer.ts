@@ -4,12 +4,13 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Metric } from "effect"
+import { Context, Effect, Layer, Metric, type Scope } from "effect"
 import { Broker, type BrokerShape, type SendResult } from "./Broker.js"
 import { DuplicateJob, type EnqueueError, UnsupportedCapability } from "./Errors.js"
 import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
 import type * as Job from "./Job.js"
 import * as Metrics from "./Metrics.js"
+import { makeCoalescer } from "./internal/coalesce.js"
 import { type EnqueueOptions, prepare, type Prepared } from "./internal/prepare.js"
 
 export type { EnqueueOptions } from "./internal/prepare.js"
@@ -62,11 +63,17 @@ const answer = (result: SendResult): Effect.Effect<EnqueueResult, DuplicateJob> 
 /**
  * Build a producer on a broker. Deduplication uses the broker's own where it has one, else the
  * `IdempotencyStore` in context (fails with `UnsupportedCapability` when there is none).
+ * Concurrent single enqueues are coalesced into batch sends; each still returns only once its own
+ * job is confirmed.
  *
  * @since 0.1.0
  */
-export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefined): Producer["Service"] => {
+export const make = Effect.fnUntraced(function* (
+  broker: BrokerShape,
+  store: IdempotencyStoreShape | undefined
+): Effect.fn.Return<Producer["Service"], never, Scope.Scope> {
   const native = broker.capabilities.deduplication
+  const sendOne = yield* makeCoalescer(broker)
 
   const sendPrepared = (
     queue: string,
@@ -161,7 +168,7 @@ export const make = (broker: BrokerShape, store: IdempotencyStoreShape | undefin
         })
       )
   })
-}
+})
 
 /**
  * The producer layer, on the `Broker` in context (and the `IdempotencyStore`, if any).
@@ -173,7 +180,7 @@ export const layer: Layer.Layer<Producer, never, Broker> = Layer.effect(
   Effect.gen(function* () {
     const broker = yield* Broker
     const store = yield* Effect.serviceOption(IdempotencyStore)
-    return make(broker, store._tag === "Some" ? store.value : undefined)
+    return yield* make(broker, store._tag === "Some" ? store.value : undefined)
   })
 )
 

@@ -243,7 +243,7 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
   }
 
   const afterOp = (q: QueueState, fiber: Fiber.Fiber<unknown, unknown>): void => {
-    // mutated
+    if (q.waiters.length > 0 && q.readyCount > 0) wake(q, fiber)
   }
 
   // --- transitions -----------------------------------------------------------------------------
@@ -417,10 +417,10 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
       receiveCount: m.receiveCount,
       ack: settle(q, m, token, (now) => {
         remove(q, m)
+        // A live id is never in `completed` (send and redrive clear it), so no delete first.
         if (deduplicationWindow > 0 && deduplicationCapacity > 0) {
-          q.completed.delete(m.id)
           q.completed.set(m.id, now + deduplicationWindow)
-          if (q.completed.size > deduplicationCapacity) pruneCompleted(q, now)
+          if (q.completed.size > deduplicationCapacity) q.completed.delete(q.completed.keys().next().value!)
         }
       }),
       retry: (options) =>

@@ -89,8 +89,10 @@ export const connect = (
 ): Effect.Effect<Redis, Errors.BrokerError> =>
   Effect.tryPromise({
     try: async () => {
+      const { replyMapping: _ignored, ...base } = resolved.options
+      // BullMQ expects ioredis' default ("legacy") reply mapping.
       const client = new Redis({
-        ...resolved.options,
+        ...base,
         connectionName: settings.name,
         lazyConnect: true,
         enableOfflineQueue: false,

@@ -81,12 +81,20 @@ export class DeadLetters {
       const dlq = Topology.deadLetterQueue(queue)
       try {
         const total = (await channel.checkQueue(dlq)).messageCount
+        // A quorum queue puts returned messages at its tail: a partial scan would rotate it, so
+        // quorum scans always hold the whole queue before returning it (in order).
+        const wholeQueue = this.client.options.settings.queueType === "quorum"
+        let visiting = true
         for (let index = 0; index < total; index++) {
           const message = await channel.get(dlq, { noAck: false })
           if (message === false) break
+          if (!visiting) continue
           const decision = await visit(entryOf(message, `${queue}~dlq#${index}`), index)
           if (decision === "ack") channel.ack(message)
-          if (decision === "stop") break
+          if (decision === "stop") {
+            if (!wholeQueue) break
+            visiting = false
+          }
         }
       } finally {
         // Closing requeues every message the scan still holds, in its original position.

@@ -56,6 +56,11 @@ const reasonOf = (cause: unknown): { readonly reason: Reason; readonly detail: s
   }
   if (/NOT[-_]FOUND|\b404\b/u.test(message) || code === 404) return { reason: "NotFound", detail: message }
   if (/larger than configured max size|message size/iu.test(message)) return { reason: "PayloadTooLarge", detail: message }
+  // A channel-level refusal (inequivalent arguments, unknown delivery tag…): a bug or a
+  // misconfiguration, not something a retry fixes.
+  if (/\b406\b|PRECONDITION[-_]FAILED|\b530\b|NOT[-_]ALLOWED|\b540\b|NOT[-_]IMPLEMENTED/u.test(message) || code === 406) {
+    return { reason: "Unknown", detail: message }
+  }
   if (
     error?.name === "IllegalOperationError" ||
     /channel (is )?closed|connection (is )?closed|channel ended|connection closed|socket closed|heartbeat timeout|CONNECTION[-_]FORCED|Unexpected close|Socket closed abruptly|write after end/iu
