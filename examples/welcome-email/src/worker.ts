@@ -3,8 +3,8 @@
  *
  * @since 0.0.0
  */
-import { Producer, Scheduler, Worker } from "@errand/core"
-import { Clock, Effect, Schedule } from "effect"
+import { type Broker, type Errors, Producer, Scheduler, Worker } from "@errand/core"
+import { Clock, type Duration, Effect, Schedule, type Scope } from "effect"
 import * as Jobs from "./jobs.js"
 import { Mailer } from "./mailer.js"
 
@@ -85,7 +85,14 @@ export const handlers = [sendWelcome, sendReminder, sendDigest]
  *
  * @since 0.0.0
  */
-export const start = (options?: { readonly concurrency?: number | undefined; readonly gracePeriod?: string | undefined }) =>
+export const start = (options?: {
+  readonly concurrency?: number | undefined
+  readonly gracePeriod?: Duration.Input | undefined
+}): Effect.Effect<
+  Worker.Worker,
+  Errors.InvalidOption | Errors.InvalidQueueName,
+  Broker.Broker | Scope.Scope | Mailer | Producer.Producer
+> =>
   Worker.run({
     queue: Jobs.queue,
     handlers,
@@ -100,7 +107,11 @@ export const start = (options?: { readonly concurrency?: number | undefined; rea
  *
  * @since 0.0.0
  */
-export const scheduleDigest = Scheduler.run({
+export const scheduleDigest: Effect.Effect<
+  void,
+  Errors.InvalidOption | Errors.InvalidQueueName,
+  Producer.Producer | Scope.Scope
+> = Scheduler.run({
   name: "daily-digest",
   timing: { cron: Jobs.digestCron, timeZone: Jobs.digestTimeZone },
   job: Jobs.SendDailyDigest,

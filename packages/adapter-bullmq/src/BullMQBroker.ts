@@ -169,7 +169,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const fail = (operation: string) => (error: unknown) => toBrokerError(error, operation, endpoint)
 
     const client = yield* Effect.acquireRelease(
-      Connection.connect(resolved, { commandTimeout, connectTimeout, name: "errand" }),
+      Connection.connect(resolved, { commandTimeout, connectTimeout, name: `errand@${prefix}` }),
       (c) => Connection.close(c)
     )
 
@@ -204,7 +204,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const getWorker = (name: string, lease: number): Worker => {
       let worker = workers.get(name)
       if (!worker) {
-        workerClient ??= client.duplicate({ maxRetriesPerRequest: null, connectionName: "errand-worker" })
+        workerClient ??= client.duplicate({ maxRetriesPerRequest: null, connectionName: `errand-worker@${prefix}` })
         workerClient.on("error", noop)
         worker = new Worker(name, null, {
           connection: workerClient,
@@ -340,7 +340,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             try {
               await job.moveToFailed(new Error(record.error.slice(0, 2000)), token, false)
             } catch (error) {
-              if (/Missing lock|not in the active/iu.test(String(error))) {
+              if (/Missing lock|Lock mismatch|not in the active/iu.test(String(error))) {
                 await client.multi().hdel(keys.deadLetters, id).zrem(keys.deadLetterOrder, id).exec()
               }
               throw error
@@ -419,7 +419,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
               commandTimeout: undefined,
               lazyConnect: true,
               maxRetriesPerRequest: 0,
-              connectionName: "errand-blocking"
+              connectionName: `errand-blocking@${prefix}`
             })
           blocking.on("error", noop)
           busyBlocking.add(blocking)

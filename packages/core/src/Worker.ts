@@ -465,14 +465,14 @@ export const run = Effect.fnUntraced(function* <R>(
         continue
       }
       takeFailures = 0
-      for (const delivery of taken.success) {
-        if (stopping) {
-          yield* settle("release", delivery, delivery.release)
-          continue
-        }
-        active++
-        yield* FiberSet.run(fibers, Effect.ensuring(processDelivery(delivery), onSlotFree))
-      }
+      // handing deliveries to fibers must not be cut short by shutdown: each is either started or released
+      yield* Effect.uninterruptible(
+        Effect.forEach(taken.success, (delivery) => {
+          if (stopping) return settle("release", delivery, delivery.release)
+          active++
+          return Effect.asVoid(FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery)), onSlotFree)))
+        }, { discard: true })
+      )
     }
   })
 

@@ -75,9 +75,7 @@ export interface MemoryBrokerShape extends Broker.BrokerShape {
  *
  * @since 0.1.0
  */
-export class MemoryBroker extends Context.Service<MemoryBroker, MemoryBrokerShape>()(
-  "@errand/testing/MemoryBroker"
-) {}
+export class MemoryBroker extends Context.Service<MemoryBroker, MemoryBrokerShape>()("@errand/testing/MemoryBroker") {}
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -488,7 +486,11 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
         return Effect.succeed(out)
       }
       if (deadline <= now) return Effect.succeed(empty)
-      const next = Math.min(deadline, liveTop(q.delayed, DELAYED)?.at ?? Infinity, liveTop(q.leases, ACTIVE)?.at ?? Infinity)
+      const next = Math.min(
+        deadline,
+        liveTop(q.delayed, DELAYED)?.at ?? Infinity,
+        liveTop(q.leases, ACTIVE)?.at ?? Infinity
+      )
       const signal = Effect.callback<void>((resume) => {
         const waiter = () => resume(Effect.void)
         q.waiters.push(waiter)
@@ -638,7 +640,8 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
 
   return {
     name: "memory",
-    capabilities: maxPayloadBytes === capabilities.maxPayloadBytes ? capabilities : { ...capabilities, maxPayloadBytes },
+    capabilities:
+      maxPayloadBytes === capabilities.maxPayloadBytes ? capabilities : { ...capabilities, maxPayloadBytes },
     validateQueueName: () => undefined,
     send,
     take,

@@ -1,0 +1,183 @@
+import { describe, expect, it } from "@effect/vitest"
+import {
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  type SendMessageBatchRequestEntry,
+  SendMessageCommand,
+  SQSClient
+} from "@aws-sdk/client-sqs"
+import { Broker } from "@errand/core"
+import { mockClient } from "aws-sdk-client-mock"
+import { Effect, Layer } from "effect"
+import { SqsBroker } from "../src/index.js"
+
+const queueUrl = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs"
+
+const setup = (options: Partial<SqsBroker.Options> = {}) => {
+  const client = new SQSClient({ region: "us-east-1", credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } })
+  const mock = mockClient(client)
+  mock.on(GetQueueUrlCommand).resolves({ QueueUrl: queueUrl })
+  mock.on(GetQueueAttributesCommand).resolves({
+    Attributes: { MaximumMessageSize: "262144", MessageRetentionPeriod: "345600" }
+  })
+  const layer = Layer.fresh(SqsBroker.layer({ client, region: "us-east-1", ...options }))
+  return { mock, layer }
+}
+
+const ok = (entries: ReadonlyArray<SendMessageBatchRequestEntry>) =>
+  entries.map((entry) => ({ Id: entry.Id!, MessageId: `m-${entry.MessageBody}`, MD5OfMessageBody: "" }))
+
+const messages = (n: number, size = 10) =>
+  Array.from({ length: n }, (_, i) => ({ id: `j${i}`, body: `${i}`.padEnd(size, "x"), delay: 0, priority: 0 }))
+
+describe("SqsBroker batches (mocked SQS)", () => {
+  it.effect("send splits into batches of 10, retries a retryable failed entry alone, answers in order", () => {
+    const { layer, mock } = setup()
+    let failedOnce = false
+    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => {
+      const entries = input.Entries
+      const victim = entries.find((e) => e.MessageBody!.startsWith("13"))
+      if (victim !== undefined && !failedOnce) {
+        failedOnce = true
+        return {
+          Successful: ok(entries.filter((e) => e !== victim)),
+          Failed: [{ Id: victim.Id!, SenderFault: false, Code: "InternalError", Message: "try again" }]
+        }
+      }
+      return { Successful: ok(entries), Failed: [] }
+    })
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const results = yield* broker.send("jobs", messages(25))
+      expect(results.map((r) => r.id)).toEqual(messages(25).map((m) => m.id))
+      const calls = mock.commandCalls(SendMessageBatchCommand).map((c) => c.args[0].input.Entries!.length)
+      expect(calls.slice(0, 3).sort()).toEqual([10, 10, 5])
+      expect(calls.slice(3)).toEqual([1])
+      const retried = mock.commandCalls(SendMessageBatchCommand)[3]!.args[0].input.Entries![0]!
+      expect(retried.MessageBody!.startsWith("13")).toBe(true)
+      expect(retried.MessageAttributes!["errand-id"]!.StringValue).toBe("j13")
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a sender-fault entry fails the whole send with BrokerError and is not retried", () => {
+    const { layer, mock } = setup()
+    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+      Successful: ok(input.Entries.slice(1)),
+      Failed: [{ Id: input.Entries[0]!.Id!, SenderFault: true, Code: "InvalidMessageContents", Message: "bad" }]
+    }))
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const error = yield* Effect.flip(broker.send("jobs", messages(3)))
+      expect(error._tag).toBe("BrokerError")
+      expect(error.message).toMatch(/InvalidMessageContents/u)
+      expect(mock.commandCalls(SendMessageBatchCommand).length).toBe(1)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("an entry that keeps failing is retried up to entryAttempts, then the send fails", () => {
+    const { layer, mock } = setup({ entryAttempts: 3 })
+    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+      Successful: [],
+      Failed: input.Entries.map((e) => ({ Id: e.Id!, SenderFault: false, Code: "ServiceUnavailable" }))
+    }))
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const error = yield* Effect.flip(broker.send("jobs", messages(2)))
+      expect(error.reason).toBe("Connection")
+      expect(mock.commandCalls(SendMessageBatchCommand).length).toBe(3)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("batches stay within the byte budget; a message over it goes alone through SendMessage", () => {
+    const { layer, mock } = setup({ maxBatchBytes: 100_000 })
+    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+      Successful: ok(input.Entries),
+      Failed: []
+    }))
+    mock.on(SendMessageCommand).resolves({ MessageId: "single" })
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      yield* broker.send("jobs", [...messages(4, 40_000), { id: "big", body: "b".repeat(150_000), delay: 0, priority: 0 }])
+      const batchSizes = mock.commandCalls(SendMessageBatchCommand).map((c) =>
+        c.args[0].input.Entries!.reduce((n, e) => n + Buffer.byteLength(e.MessageBody!), 0)
+      )
+      for (const bytes of batchSizes) expect(bytes).toBeLessThanOrEqual(100_000)
+      expect(batchSizes.length).toBe(2)
+      expect(mock.commandCalls(SendMessageCommand).length).toBe(1)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a failed delete entry is retried with the latest receipt handle, never reported as done", () => {
+    const { layer, mock } = setup()
+    const message = (handle: string, count: number) => ({
+      Messages: [{
+        MessageId: "m1",
+        ReceiptHandle: handle,
+        Body: "body",
+        Attributes: { ApproximateReceiveCount: String(count) },
+        MessageAttributes: { "errand-id": { DataType: "String", StringValue: "job-1" } }
+      }]
+    })
+    mock.on(ReceiveMessageCommand).resolvesOnce(message("h1", 1)).resolvesOnce(message("h2", 2)).resolves({})
+    mock.on(DeleteMessageBatchCommand)
+      .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: false, Code: "InternalError" }] })
+      .resolves({ Successful: [{ Id: "0" }], Failed: [] })
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const [first] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
+      expect(first!.id).toBe("job-1")
+      // the message came back (visibility expired): a newer receipt handle exists
+      const [second] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
+      expect(second!.receiveCount).toBe(2)
+      yield* first!.ack
+      const handles = mock.commandCalls(DeleteMessageBatchCommand).map((c) => c.args[0].input.Entries![0]!.ReceiptHandle)
+      expect(handles).toEqual(["h2", "h2"])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("a delete that finally fails fails the ack; a later ack tries again", () => {
+    const { layer, mock } = setup({ entryAttempts: 2 })
+    mock.on(ReceiveMessageCommand).resolves({
+      Messages: [{ MessageId: "m1", ReceiptHandle: "h1", Body: "b", Attributes: {}, MessageAttributes: {} }]
+    })
+    mock.on(DeleteMessageBatchCommand)
+      .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: true, Code: "ReceiptHandleIsInvalid" }] })
+      .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: true, Code: "ReceiptHandleIsInvalid" }] })
+      .resolves({ Successful: [{ Id: "0" }], Failed: [] })
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const [delivery] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
+      const error = yield* Effect.flip(delivery!.ack)
+      expect(error._tag).toBe("BrokerError")
+      expect(error.operation).toBe("ack")
+      yield* delivery!.ack
+      expect(mock.commandCalls(DeleteMessageBatchCommand).length).toBe(3)
+      yield* delivery!.ack // settled: no call
+      expect(mock.commandCalls(DeleteMessageBatchCommand).length).toBe(3)
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.effect("concurrent acks share DeleteMessageBatch calls", () => {
+    const { layer, mock } = setup()
+    mock.on(ReceiveMessageCommand).resolves({
+      Messages: Array.from({ length: 10 }, (_, i) => ({ MessageId: `m${i}`, ReceiptHandle: `h${i}`, Body: "b" }))
+    })
+    mock.on(DeleteMessageBatchCommand).callsFake((input: { Entries: Array<{ Id: string }> }) => ({
+      Successful: input.Entries.map((e) => ({ Id: e.Id })),
+      Failed: []
+    }))
+    return Effect.gen(function*() {
+      const broker = yield* Broker.Broker
+      const deliveries = yield* broker.take("jobs", { max: 10, lease: 30_000, wait: 0 })
+      yield* Effect.forEach(deliveries, (d) => d.ack, { concurrency: "unbounded" })
+      const calls = mock.commandCalls(DeleteMessageBatchCommand)
+      expect(calls.length).toBeLessThan(10)
+      expect(calls.flatMap((c) => c.args[0].input.Entries!.map((e) => e.ReceiptHandle)).sort()).toEqual(
+        deliveries.map((_, i) => `h${i}`).sort()
+      )
+    }).pipe(Effect.provide(layer))
+  })
+})
