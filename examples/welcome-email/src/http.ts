@@ -154,11 +154,15 @@ const readBody = (request: http.IncomingMessage): Promise<string> =>
   new Promise((resolve, reject) => {
     const chunks: Array<Buffer> = []
     let size = 0
+    let tooLarge = false
     request.on("data", (chunk: Buffer) => {
+      if (tooLarge) return
       size += chunk.length
       if (size > maxBodyBytes) {
+        // answer 413 now; the rest of the body is discarded and the connection closed after the answer
+        tooLarge = true
+        chunks.length = 0
         reject(new BodyTooLarge())
-        request.destroy()
         return
       }
       chunks.push(chunk)
@@ -215,7 +219,11 @@ export const serve = (options: {
                 write(
                   response,
                   error instanceof BodyTooLarge
-                    ? { status: 413, body: { error: "PayloadTooLarge", reason: `body over ${maxBodyBytes} bytes` } }
+                    ? {
+                      status: 413,
+                      body: { error: "PayloadTooLarge", reason: `body over ${maxBodyBytes} bytes` },
+                      headers: { connection: "close" }
+                    }
                     : { status: 500, body: { error: "InternalError", reason: "unexpected error" } }
                 )
             )

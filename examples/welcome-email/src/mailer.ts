@@ -75,6 +75,8 @@ export interface Options {
   readonly seed?: number | undefined
   /** How long each send takes (a real provider is not instant). Default 0. */
   readonly latency?: Duration.Input | undefined
+  /** Log every send. Default false. */
+  readonly log?: boolean | undefined
 }
 
 /** mulberry32: a small seeded PRNG; the same seed gives the same sequence. */
@@ -141,10 +143,13 @@ export const make = (options?: Options): Effect.Effect<Mailer["Service"]> =>
       const failure = failureFor(email)
       calls.push({ to: email.to, template: email.template, at, ok: failure === undefined })
       if (failure !== undefined) {
-        return yield* new MailerError({ to: email.to, message: `${email.template} email to ${email.to}: ${failure}` })
+        const error = new MailerError({ to: email.to, message: `${email.template} email to ${email.to}: ${failure}` })
+        if (options?.log) yield* Effect.logWarning(`mailer: ${error.message}`)
+        return yield* error
       }
       const record: SentEmail = { ...email, sentAt: at }
       sent.push(record)
+      if (options?.log) yield* Effect.logInfo(`mailer: sent ${email.template} email to ${email.to}: "${email.subject}"`)
       return record
     })
 

@@ -139,7 +139,9 @@ const stateName = (state: string): string =>
  */
 export const validatePrefix = (prefix: string): Effect.Effect<string, Errors.InvalidQueueName> => {
   const reason = QueueName.checkPrefix(prefix)
-  return reason === undefined ? Effect.succeed(prefix) : Effect.fail(new Errors.InvalidQueueName({ queue: prefix, reason }))
+  return reason === undefined
+    ? Effect.succeed(prefix)
+    : Effect.fail(new Errors.InvalidQueueName({ queue: prefix, reason }))
 }
 
 /**
@@ -160,7 +162,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     if (options.stalledInterval !== undefined) yield* Connection.positive("stalledInterval", options.stalledInterval, 0)
     const mode = options.evictionPolicy ?? "warn"
     if (mode !== "warn" && mode !== "refuse" && mode !== "ignore") {
-      return yield* new Errors.InvalidOption({ option: "evictionPolicy", reason: 'must be "warn", "refuse" or "ignore"' })
+      return yield* new Errors.InvalidOption({
+        option: "evictionPolicy",
+        reason: 'must be "warn", "refuse" or "ignore"'
+      })
     }
     const resolved = yield* Connection.resolve(
       options.url === undefined && options.connection === undefined ? { url: "redis://127.0.0.1:6379" } : options
@@ -204,8 +209,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const getWorker = (name: string, lease: number): Worker => {
       let worker = workers.get(name)
       if (!worker) {
-        workerClient ??= client.duplicate({ maxRetriesPerRequest: null, connectionName: `errand-worker@${prefix}` })
-        workerClient.on("error", noop)
+        if (!workerClient) {
+          workerClient = client.duplicate({ maxRetriesPerRequest: null, connectionName: `errand-worker@${prefix}` })
+          workerClient.on("error", noop)
+        }
         worker = new Worker(name, null, {
           connection: workerClient,
           prefix,
@@ -242,14 +249,20 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           const jobId = toJobId(message.id)
           if (checkDead) multi.hexists(keys.deadLetters, message.id)
           multi.exists(keys.job(message.id))
-          const job = new Job(q, jobName, message.body, {
-            jobId,
-            attempts: 1,
-            priority: toBullPriority(message.priority),
-            ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
-            removeOnComplete,
-            removeOnFail: false
-          }, jobId)
+          const job = new Job(
+            q,
+            jobName,
+            message.body,
+            {
+              jobId,
+              attempts: 1,
+              priority: toBullPriority(message.priority),
+              ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
+              removeOnComplete,
+              removeOnFail: false
+            },
+            jobId
+          )
           pending.push(job.addJob(multi as never).catch(noop))
         }
         const replies = (await multi.exec()) ?? []
@@ -413,15 +426,16 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const waitForMarker = (queue: string, ms: number) =>
       Effect.tryPromise({
         try: async (signal) => {
-          const blocking =
-            idleBlocking.pop() ??
-            client.duplicate({
+          let blocking = idleBlocking.pop()
+          if (!blocking) {
+            blocking = client.duplicate({
               commandTimeout: undefined,
               lazyConnect: true,
               maxRetriesPerRequest: 0,
               connectionName: `errand-blocking@${prefix}`
             })
-          blocking.on("error", noop)
+            blocking.on("error", noop)
+          }
           busyBlocking.add(blocking)
           const drop = () => {
             busyBlocking.delete(blocking)
@@ -432,7 +446,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           try {
             await readyClient(blocking, Math.max(ms, 100))
             const seconds = Math.max(0.01, Math.round(ms) / 1000)
-            const watchdog = new Promise<"watchdog">((resolve) => (timer = setTimeout(() => resolve("watchdog"), ms + 1000)))
+            const watchdog = new Promise<"watchdog">(
+              (resolve) => (timer = setTimeout(() => resolve("watchdog"), ms + 1000))
+            )
             const result = await Promise.race([blocking.bzpopmin(queueKeys(prefix, queue).marker, seconds), watchdog])
             if (result === "watchdog") throw Object.assign(new Error("blocking wait timed out"), { code: "ETIMEDOUT" })
             signal.removeEventListener("abort", drop)
@@ -500,7 +516,11 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         redis("deadLetters.list", async () => {
           if (limit <= 0) return []
           const keys = queueKeys(prefix, queue)
-          const ids = await client.zrange(keys.deadLetterOrder, String(Math.max(0, offset)), String(Math.max(0, offset) + limit - 1))
+          const ids = await client.zrange(
+            keys.deadLetterOrder,
+            String(Math.max(0, offset)),
+            String(Math.max(0, offset) + limit - 1)
+          )
           if (ids.length === 0) return []
           const raws = await client.hmget(keys.deadLetters, ...ids)
           return raws.flatMap((raw) => Option.toArray(parseEntry(raw)))
@@ -547,7 +567,12 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           let deleted = 0
           for (let i = 0; i < targets.length; i += 500) {
             const chunk = targets.slice(i, i + 500)
-            const replies = (await client.multi().hdel(keys.deadLetters, ...chunk).zrem(keys.deadLetterOrder, ...chunk).exec()) ?? []
+            const replies =
+              (await client
+                .multi()
+                .hdel(keys.deadLetters, ...chunk)
+                .zrem(keys.deadLetterOrder, ...chunk)
+                .exec()) ?? []
             deleted += Number(replies[0]?.[1] ?? 0)
             for (const id of chunk) await removeFailedJob(queue, id).catch(noop)
           }
@@ -595,7 +620,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         const bounded = (p: Promise<unknown>, ms: number) =>
           Promise.race([p.catch(noop), new Promise((r) => setTimeout(r, ms).unref?.())])
         // Unsettled deliveries go back to wait now rather than after their lease.
-        await bounded(Promise.all([...outstanding.values()].map((live) => live.job.moveToWait(live.token).catch(noop))), 3000)
+        await bounded(
+          Promise.all([...outstanding.values()].map((live) => live.job.moveToWait(live.token).catch(noop))),
+          3000
+        )
         outstanding.clear()
         for (const c of [...idleBlocking, ...busyBlocking]) c.disconnect()
         await bounded(Promise.all([...workers.values()].map((w) => w.close(true))), 3000)
@@ -636,9 +664,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
  */
 export const layer = (options: Options = {}): Layer.Layer<BullMQBroker | Broker.Broker, LayerError> => {
   const own = Layer.effect(BullMQBroker, make(options))
-  return Layer.effect(Broker.Broker, Effect.map(BullMQBroker, (broker): Broker.BrokerShape => broker)).pipe(
-    Layer.provideMerge(own)
-  )
+  return Layer.effect(
+    Broker.Broker,
+    Effect.map(BullMQBroker, (broker): Broker.BrokerShape => broker)
+  ).pipe(Layer.provideMerge(own))
 }
 
 /**
@@ -656,9 +685,8 @@ export const layerConfig = (
 ): Layer.Layer<BullMQBroker | Broker.Broker, LayerError | Config.ConfigError> =>
   Layer.unwrap(
     Effect.gen(function* () {
-      const url = yield* (config.url ?? Config.Redacted("REDIS_URL").pipe(Config.option))
-      const prefix = yield* (config.prefix ?? Config.String("ERRAND_PREFIX").pipe(Config.withDefault("errand")))
-      const resolvedUrl = Option.isOption(url) ? Option.getOrUndefined(url) : url
-      return layer({ ...options, prefix, ...(resolvedUrl !== undefined ? { url: resolvedUrl } : {}) })
+      const url = config.url ? Option.some(yield* config.url) : yield* Config.Redacted("REDIS_URL").pipe(Config.option)
+      const prefix = yield* config.prefix ?? Config.String("ERRAND_PREFIX").pipe(Config.withDefault("errand"))
+      return layer({ ...options, prefix, ...(Option.isSome(url) ? { url: url.value } : {}) })
     })
   )

@@ -27,7 +27,8 @@ describe("BullMQBroker contract", () => {
         expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
         expect(yield* broker.take(queue, { max: 1, lease: 1000, wait: 200 })).toEqual([])
       })
-    ))
+    )
+  )
 
   it.live("dedup: a second send with the same id answers duplicate with its state", () =>
     withQueue((broker, queue) =>
@@ -41,7 +42,8 @@ describe("BullMQBroker contract", () => {
         yield* x.ack
         expect((yield* broker.send(queue, [message("x")]))[0]?.existingState).toBe("completed")
       })
-    ))
+    )
+  )
 
   it.live("priority: higher priority is delivered first", () =>
     withQueue((broker, queue) =>
@@ -60,7 +62,8 @@ describe("BullMQBroker contract", () => {
         }
         expect(order).toEqual(["p9", "p5", "p0", "p0b"])
       })
-    ))
+    )
+  )
 
   it.live("delay: not before the delay, promptly after (blocking take wakes up)", () =>
     withQueue((broker, queue) =>
@@ -75,7 +78,8 @@ describe("BullMQBroker contract", () => {
         expect(elapsed).toBeLessThan(2000)
         yield* d!.ack
       })
-    ))
+    )
+  )
 
   it.live("retry replaces the body, keeps the id and honours the delay", () =>
     withQueue((broker, queue) =>
@@ -96,7 +100,8 @@ describe("BullMQBroker contract", () => {
         expect(third?.body).toBe("v3")
         yield* third!.ack
       })
-    ))
+    )
+  )
 
   it.live("release gives the job back at once", () =>
     withQueue((broker, queue) =>
@@ -109,12 +114,16 @@ describe("BullMQBroker contract", () => {
         expect(again?.body).toBe("body")
         yield* again!.ack
       })
-    ))
+    )
+  )
 
   it.live("take returns at most max, and each job once", () =>
     withQueue((broker, queue) =>
       Effect.gen(function* () {
-        yield* broker.send(queue, Array.from({ length: 50 }, (_, i) => message(`m${i}`)))
+        yield* broker.send(
+          queue,
+          Array.from({ length: 50 }, (_, i) => message(`m${i}`))
+        )
         const first = yield* broker.take(queue, { max: 20, lease: 30_000, wait: 1000 })
         expect(first.length).toBe(20)
         const rest = yield* takeN(broker, queue, 30)
@@ -123,7 +132,8 @@ describe("BullMQBroker contract", () => {
         yield* Effect.forEach([...first, ...rest], (d) => d.ack, { concurrency: 10 })
         expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
       })
-    ))
+    )
+  )
 
   it.live("extendLease keeps a job past its lease; without it the job comes back", () =>
     withQueue((broker, queue) =>
@@ -141,7 +151,8 @@ describe("BullMQBroker contract", () => {
         yield* kept.ack
         yield* back[0]!.ack
       })
-    ))
+    )
+  )
 })
 
 describe("dead letters", () => {
@@ -159,7 +170,14 @@ describe("dead letters", () => {
         expect((yield* broker.stats(queue)).dead).toBe(3)
         const listed = yield* broker.deadLetters.list(queue, { offset: 0, limit: 10 })
         expect(listed.map((e) => e.id)).toEqual(["d1", "d2", "d3"])
-        expect(listed[0]).toEqual({ id: "d1", body: "b1", reason: "exhausted", error: "boom d1", attempts: 3, failedAt: 1000 })
+        expect(listed[0]).toEqual({
+          id: "d1",
+          body: "b1",
+          reason: "exhausted",
+          error: "boom d1",
+          attempts: 3,
+          failedAt: 1000
+        })
         expect((yield* broker.deadLetters.list(queue, { offset: 1, limit: 1 })).map((e) => e.id)).toEqual(["d2"])
         expect(Option.getOrThrow(yield* broker.deadLetters.get(queue, "d2")).body).toBe("b2")
         expect(Option.isNone(yield* broker.deadLetters.get(queue, "nope"))).toBe(true)
@@ -185,5 +203,6 @@ describe("dead letters", () => {
         expect(yield* broker.deadLetters.purge(queue)).toBe(1)
         expect(yield* broker.deadLetters.count(queue)).toBe(0)
       })
-    ))
+    )
+  )
 })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Broker, Errors } from "@errand/core"
+import { Broker, type Errors } from "@errand/core"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
 import { Redis } from "ioredis"
 import { BullMQBroker } from "../src/index.js"
@@ -29,6 +29,7 @@ describe("stalled-job recovery", () => {
       const prefix = uniquePrefix()
       const queue = uniqueQueue("stalled")
       const options = { url: redisUrl, prefix, stalledInterval: 250 }
+      yield* Effect.addFinalizer(() => deleteKeys(prefix))
 
       // Worker A: takes the job with a short lease, then "dies" (its connections are dropped and it
       // never settles). Its scope is closed only at the very end.
@@ -42,7 +43,9 @@ describe("stalled-job recovery", () => {
       expect(yield* killConnections(prefix)).toBeGreaterThan(0)
 
       // Worker B (another process in real life): gets the job back once A's lease ran out.
-      const b = yield* Layer.build(BullMQBroker.layer(options)).pipe(Effect.map((context) => Context.get(context, Broker.Broker)))
+      const b = yield* Layer.build(BullMQBroker.layer(options)).pipe(
+        Effect.map((context) => Context.get(context, Broker.Broker))
+      )
       const start = Date.now()
       const [back] = yield* takeN(b, queue, 1, { lease: 30_000, timeout: 15_000 })
       expect(back?.id).toBe("job-1")
@@ -63,7 +66,6 @@ describe("stalled-job recovery", () => {
 
       yield* Scope.close(scopeA, Exit.void)
       yield* b.deleteQueue(queue)
-      yield* deleteKeys(prefix)
     }).pipe(Effect.scoped)
   )
 })

@@ -1,4 +1,4 @@
-import { Broker } from "@errand/core"
+import { type Broker, type Errors } from "@errand/core"
 import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { randomUUID } from "node:crypto"
@@ -52,7 +52,11 @@ export const countKeys = (prefix: string) =>
     }
   })
 
-export const message = (id: string, body = `{"id":"${id}"}`, extra: Partial<Broker.OutgoingMessage> = {}): Broker.OutgoingMessage => ({
+export const message = (
+  id: string,
+  body = `{"id":"${id}"}`,
+  extra: Partial<Broker.OutgoingMessage> = {}
+): Broker.OutgoingMessage => ({
   id,
   body,
   delay: 0,
@@ -61,7 +65,12 @@ export const message = (id: string, body = `{"id":"${id}"}`, extra: Partial<Brok
 })
 
 /** Take until `n` deliveries arrived or `timeout` ms passed. */
-export const takeN = (broker: Broker.BrokerShape, queue: string, n: number, options: { lease?: number; timeout?: number } = {}) =>
+export const takeN = (
+  broker: Broker.BrokerShape,
+  queue: string,
+  n: number,
+  options: { lease?: number; timeout?: number } = {}
+): Effect.Effect<Array<Broker.Delivery>, Errors.BrokerError> =>
   Effect.gen(function* () {
     const out: Array<Broker.Delivery> = []
     const deadline = Date.now() + (options.timeout ?? 10_000)

@@ -1,7 +1,7 @@
 /**
  * A private redis-server for tests that stop, restart or reconfigure Redis (never the shared one).
  */
-import { Effect } from "effect"
+import { Effect, type Scope } from "effect"
 import { Redis } from "ioredis"
 import { type ChildProcess, spawn } from "node:child_process"
 import { mkdtempSync, rmSync } from "node:fs"
@@ -22,7 +22,13 @@ const freePort = () =>
   })
 
 const ping = async (port: number) => {
-  const client = new Redis({ port, host: "127.0.0.1", lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  const client = new Redis({
+    port,
+    host: "127.0.0.1",
+    lazyConnect: true,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null
+  })
   client.on("error", () => {})
   try {
     await client.connect()
@@ -48,57 +54,71 @@ export interface RedisServer {
   readonly resume: Effect.Effect<void>
 }
 
-/** A scoped redis-server with persistence on (appendonly yes, fsync always) in its own temp dir. */
-export const redisServer = (extraArgs: ReadonlyArray<string> = []) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const port = await freePort()
-      const dir = mkdtempSync(join(tmpdir(), "errand-redis-"))
-      let child: ChildProcess | undefined
-      const start = async () => {
-        child = spawn(
-          "redis-server",
-          ["--port", String(port), "--bind", "127.0.0.1", "--dir", dir, "--appendonly", "yes", "--appendfsync", "always", "--save", "", ...extraArgs],
-          { stdio: "ignore" }
-        )
-        const deadline = Date.now() + 15_000
-        while (Date.now() < deadline) {
-          if (await ping(port)) return
-          await new Promise((r) => setTimeout(r, 50))
-        }
-        throw new Error(`redis-server on port ${port} did not start`)
-      }
-      const kill = async () => {
-        const current = child
-        if (!current || current.exitCode !== null || current.signalCode !== null) return
-        await new Promise<void>((resolve) => {
-          current.once("exit", () => resolve())
-          current.kill("SIGCONT")
-          current.kill("SIGKILL")
-        })
-      }
-      await start()
-      return {
-        port,
+/** Start a redis-server with persistence on (appendonly yes, fsync always) in its own temp dir. */
+export const startRedisServer = async (
+  extraArgs: ReadonlyArray<string> = []
+): Promise<RedisServer & { readonly stop: () => Promise<void> }> => {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), "errand-redis-"))
+  let child: ChildProcess | undefined
+  const start = async () => {
+    child = spawn(
+      "redis-server",
+      [
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
         dir,
-        kill,
-        server: {
-          port,
-          url: `redis://127.0.0.1:${port}`,
-          kill: Effect.promise(kill),
-          start: Effect.promise(start),
-          restart: Effect.promise(async () => {
-            await kill()
-            await start()
-          }),
-          pause: Effect.sync(() => void child?.kill("SIGSTOP")),
-          resume: Effect.sync(() => void child?.kill("SIGCONT"))
-        } satisfies RedisServer
-      }
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        ...extraArgs
+      ],
+      { stdio: "ignore" }
+    )
+    const deadline = Date.now() + 15_000
+    while (Date.now() < deadline) {
+      if (await ping(port)) return
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    throw new Error(`redis-server on port ${port} did not start`)
+  }
+  const kill = async () => {
+    const current = child
+    if (!current || current.exitCode !== null || current.signalCode !== null) return
+    await new Promise<void>((resolve) => {
+      current.once("exit", () => resolve())
+      current.kill("SIGCONT")
+      current.kill("SIGKILL")
+    })
+  }
+  await start()
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}`,
+    kill: Effect.promise(kill),
+    start: Effect.promise(start),
+    restart: Effect.promise(async () => {
+      await kill()
+      await start()
     }),
-    (s) =>
-      Effect.promise(async () => {
-        await s.kill()
-        rmSync(s.dir, { recursive: true, force: true })
-      })
-  ).pipe(Effect.map((s) => s.server))
+    pause: Effect.sync(() => void child?.kill("SIGSTOP")),
+    resume: Effect.sync(() => void child?.kill("SIGCONT")),
+    stop: async () => {
+      await kill()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** A scoped private redis-server (killed and its dir removed when the scope closes). */
+export const redisServer = (extraArgs: ReadonlyArray<string> = []): Effect.Effect<RedisServer, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.promise(() => startRedisServer(extraArgs)),
+    (server) => Effect.promise(() => server.stop())
+  )

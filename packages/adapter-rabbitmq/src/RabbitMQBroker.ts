@@ -9,7 +9,7 @@
 import { Broker, Errors } from "@errand/core"
 import type * as amqp from "amqplib"
 import { Config, Context, Effect, Layer, Option } from "effect"
-import { Client } from "./internal/client.js"
+import { Client, withTimeout } from "./internal/client.js"
 import { QueueConsumer, type Entry } from "./internal/consumer.js"
 import * as DeadLetters from "./internal/deadLetters.js"
 import { endpointOf, toBrokerError } from "./internal/errors.js"
@@ -46,6 +46,12 @@ export interface Options {
   readonly connectionName?: string | undefined
   /** Largest body accepted, bytes. Default 16 MiB (RabbitMQ 4's `max_message_size` default). */
   readonly maxPayloadBytes?: number | undefined
+  /**
+   * Whether `extendLease` extends the adapter's local lease (and `capabilities.leaseExtension` is
+   * true). Default false. Either way the broker's `consumer_timeout` bounds how long a delivery
+   * may stay unacked (see the README).
+   */
+  readonly leaseExtension?: boolean | undefined
 }
 
 /**
@@ -74,6 +80,7 @@ const resolve = (options: Options) => {
       maxDelay: options.reconnect?.maxDelay ?? 5_000
     },
     connectionName: options.connectionName ?? "errand",
+    leaseExtension: options.leaseExtension ?? false,
     socketOptions: options.socketOptions ?? {}
   }
 }
@@ -90,7 +97,7 @@ export const capabilitiesFor = (options: Options = {}): Broker.Capabilities => {
     priorities: resolved.settings.maxPriority > 0,
     ordering: "none",
     deduplication: false,
-    leaseExtension: false,
+    leaseExtension: resolved.leaseExtension,
     maxPayloadBytes: resolved.maxPayloadBytes,
     persistent: true
   }
@@ -267,18 +274,31 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             priority: 0,
             headers: DeadLetters.recordHeaders(record, group)
           })),
-      extendLease: () => Effect.void
+      extendLease: (ms) =>
+        resolved.leaseExtension ? Effect.sync(() => consumer.lease(entry, ms)) : Effect.void
     }
   }
 
-  const take: Broker.BrokerShape["take"] = (queue, { max, wait }) =>
+  const take: Broker.BrokerShape["take"] = (queue, { lease, max, wait }) =>
     Effect.gen(function*() {
       if (!(max > 0)) return []
       const consumer = consumerOf(queue)
-      yield* attempt("take", () => consumer.ensure(consumer.active.size + max))
-      if (consumer.buffered === 0 && wait > 0) {
+      const deadline = Date.now() + Math.max(0, wait)
+      // While the broker is away the consumer restarts in the background: wait for it no longer
+      // than `wait`, but report a failure that comes within it (a refused declaration…).
+      const started = consumer.ensure(consumer.active.size + max)
+      started.catch((error: unknown) =>
+        log("debug", `consumer of ${queue} not started: ${error instanceof Error ? error.message : String(error)}`)
+      )
+      const elapsed = new Error("wait elapsed")
+      yield* attempt("take", () =>
+        withTimeout(started, Math.max(1, wait), () => elapsed).catch((error: unknown) => {
+          if (error !== elapsed) throw error
+        }))
+      const remaining = deadline - Date.now()
+      if (consumer.buffered === 0 && remaining > 0) {
         yield* Effect.callback<void>((resume) => {
-          const timer = setTimeout(() => resume(Effect.void), wait)
+          const timer = setTimeout(() => resume(Effect.void), remaining)
           const unregister = consumer.onArrival(() => resume(Effect.void))
           return Effect.sync(() => {
             clearTimeout(timer)
@@ -286,7 +306,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
           })
         })
       }
-      return yield* Effect.sync(() => consumer.drain(max).map((entry) => toDelivery(queue, consumer, entry)))
+      return yield* Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
     })
 
   const scan = (
@@ -373,7 +393,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   const send: Broker.BrokerShape["send"] = (queue, messages) =>
     attempt("send", async () => {
       if (messages.length === 0) return []
-      await client.ensureTopology(queue)
+      await client.ensureTopologyWithin(queue, resolved.sendTimeout)
       await Promise.all(messages.map((message) => publishMessage(queue, message)))
       return messages.map((message) => ({ id: message.id, duplicate: false }))
     })

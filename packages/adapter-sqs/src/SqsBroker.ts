@@ -58,6 +58,12 @@ export interface Options {
   readonly scanVisibilitySeconds?: number | undefined
   /** Extra attributes for queues this adapter creates (`KmsMasterKeyId`…). */
   readonly queueAttributes?: Readonly<Record<string, string>> | undefined
+  /**
+   * Also write characters beyond U+FFFF as JSON `\uXXXX` escapes. Real SQS accepts them; the
+   * fauxqs emulator (1.9) refuses them. Characters SQS itself refuses (U+FFFE, U+FFFF…) are
+   * always escaped. Default false.
+   */
+  readonly escapeSupplementary?: boolean | undefined
   /** Use this client instead of building one (its lifetime stays yours). */
   readonly client?: SQSClient | undefined
 }
@@ -174,7 +180,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     entryAttempts,
     deleteBatchWindow,
     scanVisibilitySeconds,
-    queueAttributes: options.queueAttributes ?? {}
+    queueAttributes: options.queueAttributes ?? {},
+    escapeSupplementary: options.escapeSupplementary === true
   })
   return SqsBroker.of({ client, broker })
 })

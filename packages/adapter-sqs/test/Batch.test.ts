@@ -34,10 +34,10 @@ const messages = (n: number, size = 10) =>
   Array.from({ length: n }, (_, i) => ({ id: `j${i}`, body: `${i}`.padEnd(size, "x"), delay: 0, priority: 0 }))
 
 describe("SqsBroker batches (mocked SQS)", () => {
-  it.effect("send splits into batches of 10, retries a retryable failed entry alone, answers in order", () => {
+  it.live("send splits into batches of 10, retries a retryable failed entry alone, answers in order", () => {
     const { layer, mock } = setup()
     let failedOnce = false
-    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => {
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => {
       const entries = input.Entries
       const victim = entries.find((e) => e.MessageBody!.startsWith("13"))
       if (victim !== undefined && !failedOnce) {
@@ -62,9 +62,9 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("a sender-fault entry fails the whole send with BrokerError and is not retried", () => {
+  it.live("a sender-fault entry fails the whole send with BrokerError and is not retried", () => {
     const { layer, mock } = setup()
-    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
       Successful: ok(input.Entries.slice(1)),
       Failed: [{ Id: input.Entries[0]!.Id!, SenderFault: true, Code: "InvalidMessageContents", Message: "bad" }]
     }))
@@ -77,9 +77,9 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("an entry that keeps failing is retried up to entryAttempts, then the send fails", () => {
+  it.live("an entry that keeps failing is retried up to entryAttempts, then the send fails", () => {
     const { layer, mock } = setup({ entryAttempts: 3 })
-    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
       Successful: [],
       Failed: input.Entries.map((e) => ({ Id: e.Id!, SenderFault: false, Code: "ServiceUnavailable" }))
     }))
@@ -91,9 +91,9 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("batches stay within the byte budget; a message over it goes alone through SendMessage", () => {
+  it.live("batches stay within the byte budget; a message over it goes alone through SendMessage", () => {
     const { layer, mock } = setup({ maxBatchBytes: 100_000 })
-    mock.on(SendMessageBatchCommand).callsFake((input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
       Successful: ok(input.Entries),
       Failed: []
     }))
@@ -110,7 +110,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("a failed delete entry is retried with the latest receipt handle, never reported as done", () => {
+  it.live("a failed delete entry is retried with the latest receipt handle, never reported as done", () => {
     const { layer, mock } = setup()
     const message = (handle: string, count: number) => ({
       Messages: [{
@@ -138,7 +138,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("a delete that finally fails fails the ack; a later ack tries again", () => {
+  it.live("a delete that finally fails fails the ack; a later ack tries again", () => {
     const { layer, mock } = setup({ entryAttempts: 2 })
     mock.on(ReceiveMessageCommand).resolves({
       Messages: [{ MessageId: "m1", ReceiptHandle: "h1", Body: "b", Attributes: {}, MessageAttributes: {} }]
@@ -160,12 +160,12 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
-  it.effect("concurrent acks share DeleteMessageBatch calls", () => {
+  it.live("concurrent acks share DeleteMessageBatch calls", () => {
     const { layer, mock } = setup()
     mock.on(ReceiveMessageCommand).resolves({
       Messages: Array.from({ length: 10 }, (_, i) => ({ MessageId: `m${i}`, ReceiptHandle: `h${i}`, Body: "b" }))
     })
-    mock.on(DeleteMessageBatchCommand).callsFake((input: { Entries: Array<{ Id: string }> }) => ({
+    mock.on(DeleteMessageBatchCommand).callsFake(async (input: { Entries: Array<{ Id: string }> }) => ({
       Successful: input.Entries.map((e) => ({ Id: e.Id })),
       Failed: []
     }))

@@ -24,6 +24,8 @@ export const start = async (): Promise<Emulator> => {
 /** Client options pointing at the emulator (static test credentials, never real ones). */
 export const clientOptions = (endpoint: string): SqsBroker.Options => ({
   endpoint,
+  // fauxqs 1.9 refuses characters beyond U+FFFF (its body check lacks the supplementary range)
+  escapeSupplementary: true,
   allowInsecureEndpoint: endpoint.startsWith("http://"),
   region: process.env.AWS_REGION ?? "us-east-1",
   credentials: {

@@ -111,20 +111,22 @@ export const make = Effect.fnUntraced(function* (
       const sent =
         toSend.length === 0
           ? []
-          : yield* broker
-              .send(
-                queue,
-                toSend.map((p) => p.message)
-              )
-              .pipe(
-                Effect.onError(() =>
-                  Effect.forEach(toSend, (item, i) =>
-                    claims[i] !== undefined && store
-                      ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
-                      : Effect.void
+          : yield* (
+              toSend.length === 1
+                ? Effect.map(sendOne(queue, toSend[0]!.message), (result) => [result])
+                : broker.send(
+                    queue,
+                    toSend.map((p) => p.message)
                   )
+            ).pipe(
+              Effect.onError(() =>
+                Effect.forEach(toSend, (item, i) =>
+                  claims[i] !== undefined && store
+                    ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
+                    : Effect.void
                 )
               )
+            )
       let j = 0
       const out: Array<EnqueueResult> = []
       for (let i = 0; i < results.length; i++) {
@@ -154,18 +156,23 @@ export const make = Effect.fnUntraced(function* (
       prepare(broker, job, payload, options).pipe(
         Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
         Effect.map((results) => results[0]!),
-        Effect.withSpan("errand.enqueue", {
-          kind: "producer",
-          attributes: { "errand.queue": job.queue, "errand.job": job.name }
-        })
+        Effect.withSpan(
+          "errand.enqueue",
+          { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } },
+          { captureStackTrace: false }
+        )
       ),
     enqueueBatch: (job, items) =>
       Effect.forEach(items, (item) => prepare(broker, job, item.payload, item.options)).pipe(
         Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, prepared)),
-        Effect.withSpan("errand.enqueueBatch", {
-          kind: "producer",
-          attributes: { "errand.queue": job.queue, "errand.job": job.name, "errand.count": items.length }
-        })
+        Effect.withSpan(
+          "errand.enqueueBatch",
+          {
+            kind: "producer",
+            attributes: { "errand.queue": job.queue, "errand.job": job.name, "errand.count": items.length }
+          },
+          { captureStackTrace: false }
+        )
       )
   })
 })

@@ -25,7 +25,6 @@ import {
   Layer,
   Metric,
   Option,
-  Schedule,
   Schema,
   type Scope
 } from "effect"
@@ -230,6 +229,25 @@ export const run = Effect.fnUntraced(function* <R>(
   const hopLimit = maxDelay > 0 ? maxDelay : Number.POSITIVE_INFINITY
 
   const fibers = yield* FiberSet.make<void, never>()
+  // One keeper renews the leases of every running handler, rather than a fiber per job.
+  const leased = new Set<Delivery>()
+  if (canExtend) {
+    yield* Effect.forkScoped(
+      Effect.forever(
+        Effect.andThen(
+          Effect.sleep(Math.max(250, Math.floor(lease / 3))),
+          Effect.suspend(() =>
+            leased.size === 0
+              ? Effect.void
+              : Effect.forEach(Array.from(leased), (delivery) => Effect.ignore(delivery.extendLease(lease)), {
+                  concurrency: 16,
+                  discard: true
+                })
+          )
+        )
+      )
+    )
+  }
   const slotFreed = yield* Latch.make(false)
   let active = 0
   let stopping = false
@@ -321,21 +339,14 @@ export const run = Effect.fnUntraced(function* <R>(
           "errand.id": envelope.id,
           "errand.attempt": attempt
         },
-        ...(parent ? { links: [{ span: parent, attributes: {} }] } : {})
+        ...(parent ? { links: [{ span: parent, attributes: {} }] } : {}),
+        captureStackTrace: false
       })
-      const extender = canExtend
-        ? yield* Effect.forkChild(
-            Effect.repeat(
-              Effect.ignore(delivery.extendLease(lease)),
-              Schedule.spaced(Math.max(250, Math.floor(lease / 3)))
-            ),
-            { startImmediately: true }
-          )
-        : undefined
+      if (canExtend) leased.add(delivery)
       const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
       const exit = yield* Effect.exit(handlerEffect).pipe(
         Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
-        Effect.ensuring(extender ? Fiber.interrupt(extender) : Effect.void)
+        Effect.ensuring(Effect.sync(() => leased.delete(delivery)))
       )
       const end = yield* Clock.currentTimeMillis
       yield* Metric.update(metrics.processingTime, end - start)
@@ -467,11 +478,17 @@ export const run = Effect.fnUntraced(function* <R>(
       takeFailures = 0
       // handing deliveries to fibers must not be cut short by shutdown: each is either started or released
       yield* Effect.uninterruptible(
-        Effect.forEach(taken.success, (delivery) => {
-          if (stopping) return settle("release", delivery, delivery.release)
-          active++
-          return Effect.asVoid(FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery)), onSlotFree)))
-        }, { discard: true })
+        Effect.forEach(
+          taken.success,
+          (delivery) => {
+            if (stopping) return settle("release", delivery, delivery.release)
+            active++
+            return Effect.asVoid(
+              FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery)), onSlotFree))
+            )
+          },
+          { discard: true }
+        )
       )
     }
   })

@@ -43,7 +43,10 @@ describe("bad input gets a typed answer and nothing is sent", () => {
         expect(error.size).toBeGreaterThan(2000)
       }
       const batch = yield* failureOf(
-        Producer.enqueueBatch(SendJob, [{ payload: { userId: "ok", count: 1 } }, { payload: { userId: "y".repeat(2000), count: 1 } }])
+        Producer.enqueueBatch(SendJob, [
+          { payload: { userId: "ok", count: 1 } },
+          { payload: { userId: "y".repeat(2000), count: 1 } }
+        ])
       )
       expect(batch._tag).toBe("PayloadTooLarge")
       expect(sent).toHaveLength(0)

@@ -49,7 +49,9 @@ describe("Envelope", () => {
   it("rejects __proto__ and constructor.prototype keys anywhere", () => {
     expect(reasonOf(`{"v":1,"__proto__":{"polluted":true}}`)).toBe("ForbiddenKey")
     expect(reasonOf(JSON.stringify(valid).replace(`"userId"`, `"__proto__":{"x":1},"userId"`))).toBe("ForbiddenKey")
-    expect(reasonOf(JSON.stringify({ ...valid, payload: { constructor: { prototype: { x: 1 } } } }))).toBe("ForbiddenKey")
+    expect(reasonOf(JSON.stringify({ ...valid, payload: { constructor: { prototype: { x: 1 } } } }))).toBe(
+      "ForbiddenKey"
+    )
     expect(({} as Record<string, unknown>).polluted).toBeUndefined()
   })
 

@@ -5,16 +5,21 @@
  *
  * Semantics beyond the contract:
  * - Priorities 0..9, higher first; FIFO within a priority.
- * - Per-group order: a group's messages are delivered in send order, one at a time. Only the
- *   oldest unsettled message of a group can be delivered; while it is in flight, delayed (a
- *   `retry` with a delay, or a delayed send) or waiting to be redelivered, it blocks the rest of
- *   its group, as an SQS FIFO message group does.
- * - Deduplication: a send with an id the queue still holds (waiting, delayed, active, dead) or
- *   acknowledged within `deduplicationWindow` answers `duplicate: true` with that state.
- * - Leases: an unsettled delivery goes back to the queue once its lease ends by the clock; a
- *   settle after that is a no-op (each delivery carries its own token).
+ * - Per-group order: a group's messages are delivered in send order (send order wins over
+ *   priority inside a group), one at a time. Only the oldest unsettled message of a group can be
+ *   delivered; while it is in flight, delayed (a `retry` with a delay, or a delayed send) or
+ *   waiting to be redelivered, it blocks the rest of its group, as an SQS FIFO message group does.
+ *   It leaves the group only when acknowledged or dead-lettered.
+ * - Deduplication: a send with an id the queue still holds (`"waiting"`, `"delayed"`, `"active"`,
+ *   `"dead"`) or acknowledged within `deduplicationWindow` (`"completed"`) answers
+ *   `duplicate: true` with that state and keeps the earlier message.
+ * - Leases: an unsettled delivery goes back to the queue (at the tail of its priority) as soon as
+ *   its lease ends by the clock, noticed lazily by any operation and by waiting takes. From then on
+ *   every settle of that delivery is a no-op, even before anyone takes the message again: each
+ *   delivery carries its own token. `extendLease(ms)` sets the lease to end `ms` from now.
  * - `release` puts the message back at the head of its priority, and does not count the
  *   delivery: the next delivery carries the same `receiveCount`.
+ * - Nothing survives the process (`persistent: false`).
  *
  * @since 0.1.0
  */
@@ -84,10 +89,12 @@ export class MemoryBroker extends Context.Service<MemoryBroker, MemoryBrokerShap
 const WAITING = 0
 const DELAYED = 1
 const ACTIVE = 2
-const GONE = 3
-type State = typeof WAITING | typeof DELAYED | typeof ACTIVE | typeof GONE
+/** Acknowledged, kept (without its body) only to answer duplicates within the window. */
+const COMPLETED = 3
+const GONE = 4
+type State = typeof WAITING | typeof DELAYED | typeof ACTIVE | typeof COMPLETED | typeof GONE
 
-const stateNames = ["waiting", "delayed", "active", "gone"] as const
+const stateNames = ["waiting", "delayed", "active", "completed", "gone"] as const
 
 interface Message {
   readonly id: string
@@ -111,12 +118,15 @@ interface QueueState {
   readyCount: number
   readonly delayed: MinHeap<Message>
   readonly leases: MinHeap<Message>
-  /** Live messages (waiting, delayed, active) by id. */
+  /** Messages by id: live ones (waiting, delayed, active) and completed ones within the window. */
   readonly byId: Map<string, Message>
   /** Per group, its unsettled messages in send order; only the head can be delivered. */
   readonly groups: Map<string, Deque<Message>>
-  /** Acknowledged ids → when they stop deduplicating. Insertion order is expiry order. */
-  readonly completed: Map<string, number>
+  /**
+   * Completed messages in acknowledgement (= expiry) order, for pruning from the oldest. A FIFO
+   * rather than `Map` iteration: reading a `Map`'s oldest entry after many deletes scans their holes.
+   */
+  readonly completed: Deque<Message>
   /** Dead letters by id; insertion order is oldest first. */
   readonly dead: Map<string, Broker.DeadLetterEntry>
   /** Waiting + delayed messages. */
@@ -140,7 +150,7 @@ const makeQueueState = (): QueueState => {
     leases: new MinHeap<Message>(),
     byId: new Map(),
     groups: new Map(),
-    completed: new Map(),
+    completed: new Deque(),
     dead: new Map(),
     pending: 0,
     delayedCount: 0,
@@ -267,12 +277,20 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
     q.delayed.push({ at: dueAt, seq: q.seq++, value: m, version: m.version })
   }
 
-  /** Settled for good (ack or dead letter): forget it and unblock its group. */
-  const remove = (q: QueueState, m: Message): void => {
-    m.state = GONE
+  /** Settled for good (ack or dead letter): forget it (or keep it as completed) and unblock its group. */
+  const remove = (q: QueueState, m: Message, now: number, completed: boolean): void => {
     m.version++
     q.active--
-    if (q.byId.get(m.id) === m) q.byId.delete(m.id)
+    if (completed && deduplicationWindow > 0 && deduplicationCapacity > 0) {
+      m.state = COMPLETED
+      m.dueAt = now + deduplicationWindow
+      m.body = ""
+      q.completed.push(m)
+      if (q.completed.size > deduplicationCapacity) pruneCompleted(q, now)
+    } else {
+      m.state = GONE
+      if (q.byId.get(m.id) === m) q.byId.delete(m.id)
+    }
     if (m.group !== undefined) {
       const group = q.groups.get(m.group)
       if (group !== undefined) {
@@ -364,22 +382,26 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
 
   /** The state a duplicate send answers with, or undefined when the id is free. */
   const existingState = (q: QueueState, id: string, now: number): string | undefined => {
-    const live = q.byId.get(id)
-    if (live !== undefined) return stateNames[live.state]
-    if (q.dead.has(id)) return "dead"
-    const expiresAt = q.completed.get(id)
-    if (expiresAt !== undefined) {
-      if (expiresAt > now) return "completed"
-      q.completed.delete(id)
+    const known = q.byId.get(id)
+    if (known !== undefined) {
+      if (known.state !== COMPLETED || known.dueAt > now) return stateNames[known.state]
+      known.state = GONE
+      q.byId.delete(id)
     }
-    return undefined
+    return q.dead.has(id) ? "dead" : undefined
   }
 
   const pruneCompleted = (q: QueueState, now: number): void => {
-    if (q.completed.size === 0) return
-    for (const [id, expiresAt] of q.completed) {
-      if (expiresAt > now && q.completed.size <= deduplicationCapacity) return
-      q.completed.delete(id)
+    const order = q.completed
+    for (;;) {
+      const oldest = order.peek()
+      if (oldest === undefined) return
+      if (oldest.state === COMPLETED) {
+        if (oldest.dueAt > now && order.size <= deduplicationCapacity) return
+        oldest.state = GONE
+        if (q.byId.get(oldest.id) === oldest) q.byId.delete(oldest.id)
+      }
+      order.shift()
     }
   }
 
@@ -414,12 +436,7 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
       body: m.body,
       receiveCount: m.receiveCount,
       ack: settle(q, m, token, (now) => {
-        remove(q, m)
-        // A live id is never in `completed` (send and redrive clear it), so no delete first.
-        if (deduplicationWindow > 0 && deduplicationCapacity > 0) {
-          q.completed.set(m.id, now + deduplicationWindow)
-          if (q.completed.size > deduplicationCapacity) q.completed.delete(q.completed.keys().next().value!)
-        }
+        remove(q, m, now, true)
       }),
       retry: (options) =>
         settle(q, m, token, (now) => {
@@ -427,8 +444,8 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
           requeue(q, m, options.delay > 0 ? now + options.delay : now, now, false)
         }),
       deadLetter: (record) =>
-        settle(q, m, token, () => {
-          remove(q, m)
+        settle(q, m, token, (now) => {
+          remove(q, m, now, false)
           q.dead.delete(m.id)
           q.dead.set(m.id, {
             id: m.id,
@@ -616,9 +633,11 @@ const makeUnsafe = (options?: Options): MemoryBrokerShape => {
           const message = messages[i]!
           q.dead.delete(entries[i]!.id)
           q.dead.delete(message.id)
-          q.completed.delete(message.id)
           // A live message with this id is already queued: the entry is moved, not doubled.
-          if (!q.byId.has(message.id)) insert(q, message, now)
+          const known = q.byId.get(message.id)
+          if (known !== undefined && known.state !== COMPLETED) continue
+          if (known !== undefined) known.state = GONE
+          insert(q, message, now)
         }
         afterOp(q, fiber)
         return Effect.succeed(entries.length)

@@ -39,7 +39,9 @@ export const resolve = (input: ConnectionInput): Effect.Effect<Resolved, Errors.
         return Effect.fail(invalid("url", "not a valid URL (expected redis://host:port/db)"))
       }
       if (url.protocol !== "redis:" && url.protocol !== "rediss:") {
-        return Effect.fail(invalid("url", `unsupported scheme "${url.protocol.slice(0, 20)}" (expected redis: or rediss:)`))
+        return Effect.fail(
+          invalid("url", `unsupported scheme "${url.protocol.slice(0, 20)}" (expected redis: or rediss:)`)
+        )
       }
       const host = url.hostname.replace(/^\[|\]$/gu, "") || "127.0.0.1"
       const port = url.port === "" ? 6379 : Number(url.port)
@@ -63,8 +65,12 @@ export const resolve = (input: ConnectionInput): Effect.Effect<Resolved, Errors.
     }
     const host = options.host ?? "127.0.0.1"
     const port = options.port ?? 6379
-    if (!Number.isInteger(port) || port <= 0 || port > 65535) return Effect.fail(invalid("connection.port", "invalid port"))
-    return Effect.succeed({ options: { ...options, host, port }, endpoint: options.path ? "unix-socket" : `${host}:${port}` })
+    if (!Number.isInteger(port) || port <= 0 || port > 65535)
+      return Effect.fail(invalid("connection.port", "invalid port"))
+    return Effect.succeed({
+      options: { ...options, host, port },
+      endpoint: options.path ? "unix-socket" : `${host}:${port}`
+    })
   })
 
 /** Positive finite number, or an `InvalidOption`. */
@@ -140,7 +146,10 @@ export const close = (client: Redis, timeout = 2000): Effect.Effect<void> =>
   })
 
 /** Read `maxmemory-policy` with CONFIG GET, falling back to INFO where CONFIG is disabled. */
-export const readEvictionPolicy = (client: Redis, endpoint: string): Effect.Effect<string | undefined, Errors.BrokerError> =>
+export const readEvictionPolicy = (
+  client: Redis,
+  endpoint: string
+): Effect.Effect<string | undefined, Errors.BrokerError> =>
   Effect.tryPromise({
     try: async () => {
       try {

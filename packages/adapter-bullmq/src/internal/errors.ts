@@ -70,10 +70,16 @@ export const reasonOf = (error: unknown): Reason => {
     return "Connection"
   }
   if (/^OOM\b/u.test(message)) return "Throttled"
-  if (/Missing (lock|key) for job|Lock mismatch for job|job .* (not found|does not exist)|is not in the \w+ state|Missing job/iu.test(message)) {
+  if (
+    /Missing (lock|key) for job|Lock mismatch for job|job .* (not found|does not exist)|is not in the \w+ state|Missing job/iu.test(
+      message
+    )
+  ) {
     return "NotFound"
   }
-  if (/^ERR Protocol error: invalid bulk length|proto-max-bulk-len|string exceeds maximum allowed size/iu.test(message)) {
+  if (
+    /^ERR Protocol error: invalid bulk length|proto-max-bulk-len|string exceeds maximum allowed size/iu.test(message)
+  ) {
     return "PayloadTooLarge"
   }
   return "Unknown"

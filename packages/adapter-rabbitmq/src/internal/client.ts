@@ -183,6 +183,25 @@ export class Client {
     return declared
   }
 
+  /** `ensureTopology`, retried across a reconnect until `timeout` ms have passed. */
+  async ensureTopologyWithin(queue: string, timeout: number): Promise<void> {
+    const deadline = Date.now() + timeout
+    let backoff = 50
+    for (;;) {
+      try {
+        return await withTimeout(
+          this.ensureTopology(queue),
+          Math.max(1, deadline - Date.now()),
+          () => new AdapterFailure("Connection", `not connected within ${timeout} ms`)
+        )
+      } catch (error) {
+        if (this.closed || !isConnectionFailure(error) || Date.now() + backoff >= deadline) throw error
+        await sleep(backoff)
+        backoff = Math.min(backoff * 2, 1000)
+      }
+    }
+  }
+
   /** Forget that `queue` was declared (after deleting it). */
   forgetTopology(queue: string): void {
     this.topology.delete(queue)
@@ -217,77 +236,83 @@ export class Client {
     }
   }
 
-  /** Publish one message through the confirm channel, mandatory; resolves once the broker confirmed it. */
-  private async publishOnce(
+  /** Publish one message on `channel`, mandatory; resolves once the broker confirmed it (or fails after `timeout`). */
+  private publishOn(
+    channel: amqp.ConfirmChannel,
     exchange: string,
     routingKey: string,
     content: Buffer,
-    properties: PublishProperties
+    properties: PublishProperties,
+    timeout: number
   ): Promise<void> {
-    const channel = await this.publisherChannel()
     const id = `${this.connectionGeneration}.${++this.publishSequence}`
-    await withTimeout(
+    return withTimeout(
       new Promise<void>((resolve, reject) => {
-        try {
-          channel.publish(
-            exchange,
-            routingKey,
-            content,
-            {
-              mandatory: true,
-              persistent: true,
-              contentType: "application/json",
-              messageId: properties.messageId,
-              priority: properties.priority,
-              timestamp: Math.floor(Date.now() / 1000),
-              headers: { ...properties.headers, [publishHeader]: id }
-            },
-            (error: unknown) => {
-              // RabbitMQ sends basic.return before the basic.ack of the same message.
-              const wasReturned = this.returned.delete(id)
-              if (error !== null && error !== undefined) {
-                const message = error instanceof Error ? error.message : String(error)
-                return reject(
-                  /nack/iu.test(message)
-                    ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
-                    : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`)
-                )
-              }
-              if (wasReturned) {
-                return reject(
-                  new AdapterFailure(
-                    "Unroutable",
-                    `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${
-                      JSON.stringify(routingKey)
-                    })`
-                  )
-                )
-              }
-              resolve()
+        channel.publish(
+          exchange,
+          routingKey,
+          content,
+          {
+            mandatory: true,
+            persistent: true,
+            contentType: "application/json",
+            messageId: properties.messageId,
+            priority: properties.priority,
+            timestamp: Math.floor(Date.now() / 1000),
+            headers: { ...properties.headers, [publishHeader]: id }
+          },
+          (error: unknown) => {
+            // RabbitMQ sends basic.return before the basic.ack of the same message.
+            const wasReturned = this.returned.delete(id)
+            if (error !== null && error !== undefined) {
+              const message = error instanceof Error ? error.message : String(error)
+              return reject(
+                /nack/iu.test(message)
+                  ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
+                  : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`)
+              )
             }
-          )
-        } catch (error) {
-          reject(error)
-        }
+            if (wasReturned) {
+              return reject(
+                new AdapterFailure(
+                  "Unroutable",
+                  `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${
+                    JSON.stringify(routingKey)
+                  })`
+                )
+              )
+            }
+            resolve()
+          }
+        )
       }),
-      this.options.sendTimeout,
+      timeout,
       () => new AdapterFailure("Timeout", `no publisher confirm within ${this.options.sendTimeout} ms`)
     )
   }
 
   /**
-   * Publish with confirm; after a connection loss, retry once the connection is back until
-   * `sendTimeout`. A retry can duplicate a message whose confirm was lost (at-least-once).
+   * Publish through the confirm channel with `mandatory`; resolves once the broker confirmed.
+   * After a connection loss, waits for the reconnect and publishes again, all within
+   * `sendTimeout`. A retry can duplicate a message whose confirm was lost (at-least-once); nothing
+   * is published once the deadline has passed.
    */
   async publish(exchange: string, routingKey: string, content: Buffer, properties: PublishProperties): Promise<void> {
     const deadline = Date.now() + this.options.sendTimeout
     let backoff = 50
     for (;;) {
       try {
-        return await this.publishOnce(exchange, routingKey, content, properties)
+        const channel = await withTimeout(
+          this.publisherChannel(),
+          Math.max(1, deadline - Date.now()),
+          () => new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
+        )
+        const remaining = deadline - Date.now()
+        if (remaining <= 0) throw new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
+        return await this.publishOn(channel, exchange, routingKey, content, properties, remaining)
       } catch (error) {
         if (this.closed || !isConnectionFailure(error) || Date.now() + backoff >= deadline) throw error
-        this.options.log("debug", `publish failed on a lost connection; retrying`)
+        this.options.log("debug", "publish failed on a lost connection; retrying")
         await sleep(backoff)
         backoff = Math.min(backoff * 2, 1000)
       }

@@ -17,6 +17,8 @@ export interface Entry {
   readonly channel: amqp.Channel
   readonly generation: number
   state: "buffered" | "active" | "settled"
+  /** Returns the delivery to the queue when its lease runs out (set while active). */
+  leaseTimer?: ReturnType<typeof setTimeout> | undefined
 }
 
 /** The result of a settle attempt. */
@@ -155,14 +157,36 @@ export class QueueConsumer {
     }
   }
 
-  /** Hand out up to `max` buffered deliveries (they become active). */
-  drain(max: number): ReadonlyArray<Entry> {
+  /**
+   * Hand out up to `max` buffered deliveries (they become active), each leased for `lease` ms:
+   * AMQP has no lease, so the adapter keeps it — a delivery still unsettled when its lease runs
+   * out is nacked back to the queue, and its later settles are dropped.
+   */
+  drain(max: number, lease: number): ReadonlyArray<Entry> {
     const taken = this.buffer.splice(0, Math.max(0, max))
     for (const entry of taken) {
       entry.state = "active"
       this.active.add(entry)
+      this.lease(entry, lease)
     }
     return taken
+  }
+
+  /** (Re)start the lease of an active delivery. */
+  lease(entry: Entry, ms: number): void {
+    if (entry.state !== "active") return
+    if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
+    if (!Number.isFinite(ms)) return
+    entry.leaseTimer = setTimeout(() => this.expire(entry), Math.max(0, ms))
+    entry.leaseTimer.unref?.()
+  }
+
+  private expire(entry: Entry): void {
+    entry.leaseTimer = undefined
+    if (!this.claim(entry)) return
+    if (this.send(entry, (channel, message) => channel.nack(message, false, true)) === "sent") {
+      this.client.options.log("debug", `lease of a delivery from ${this.queue} ran out: returned to the queue`)
+    }
   }
 
   /** Call `wake` when a delivery arrives (or the consumer closes); returns the unregister function. */
@@ -180,6 +204,8 @@ export class QueueConsumer {
   claim(entry: Entry): boolean {
     if (entry.state === "settled") return false
     entry.state = "settled"
+    if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
+    entry.leaseTimer = undefined
     this.active.delete(entry)
     return true
   }
@@ -200,6 +226,10 @@ export class QueueConsumer {
     if (this.closed) return
     this.closed = true
     for (const wake of [...this.waiters]) wake()
+    for (const entry of this.active) {
+      if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
+      entry.leaseTimer = undefined
+    }
     const channel = this.channel
     this.channel = undefined
     if (channel === undefined) return

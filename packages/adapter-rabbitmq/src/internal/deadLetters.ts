@@ -8,7 +8,7 @@
 import type { Broker } from "@errand/core"
 import type * as amqp from "amqplib"
 import type { Client } from "./client.js"
-import { withTimeout } from "./client.js"
+import { sleep, withTimeout } from "./client.js"
 import * as Topology from "./topology.js"
 
 /** Header names carrying the `DeadLetterRecord` fields; the body is the record's body. */
@@ -79,8 +79,11 @@ export class DeadLetters {
       await this.client.ensureTopology(queue)
       const channel = await this.client.channel()
       const dlq = Topology.deadLetterQueue(queue)
+      let total = 0
+      let fetched = 0
+      let held = 0
       try {
-        const total = (await channel.checkQueue(dlq)).messageCount
+        total = (await channel.checkQueue(dlq)).messageCount
         // A quorum queue puts returned messages at its tail: a partial scan would rotate it, so
         // quorum scans always hold the whole queue before returning it (in order).
         const wholeQueue = this.client.options.settings.queueType === "quorum"
@@ -88,16 +91,29 @@ export class DeadLetters {
         for (let index = 0; index < total; index++) {
           const message = await channel.get(dlq, { noAck: false })
           if (message === false) break
+          fetched++
+          held++
           if (!visiting) continue
           const decision = await visit(entryOf(message, `${queue}~dlq#${index}`), index)
-          if (decision === "ack") channel.ack(message)
+          if (decision === "ack") {
+            channel.ack(message)
+            held--
+          }
           if (decision === "stop") {
             if (!wholeQueue) break
             visiting = false
           }
         }
+        // Requeue what the scan holds, and wait until the queue shows it again: the broker applies
+        // requeues asynchronously, and the next scan (or count) must not miss them.
+        if (held > 0) {
+          channel.nackAll(true)
+          const expected = total - fetched + held
+          const deadline = Date.now() + 5000
+          while ((await channel.checkQueue(dlq)).messageCount < expected && Date.now() < deadline) await sleep(10)
+        }
       } finally {
-        // Closing requeues every message the scan still holds, in its original position.
+        // Closing requeues anything still held (after a failure), in its original position.
         await withTimeout(channel.close(), 5000, () => new Error("timeout")).catch(() => {})
       }
     })

@@ -42,3 +42,28 @@ export const chunk = (sizes: ReadonlyArray<number>, maxBytes: number): Array<Arr
   if (current.length > 0) batches.push(current)
   return batches
 }
+
+// Characters SQS refuses in a message body (its allowed set is #x9 #xA #xD #x20-#xD7FF
+// #xE000-#xFFFD #x10000-#x10FFFF): U+FFFE, U+FFFF, other control characters, lone surrogates.
+const refused = /[^\t\n\r\u0020-\uD7FF\uE000-\uFFFD\u{10000}-\u{10FFFF}]/gu
+// The same, plus every supplementary-plane character, for emulators that refuse those too.
+const refusedOrSupplementary = /[^\t\n\r\u0020-\uD7FF\uE000-\uFFFD]/gu
+
+const escapeUnits = (match: string): string => {
+  let out = ""
+  for (let i = 0; i < match.length; i++) out += `\\u${match.charCodeAt(i).toString(16).padStart(4, "0")}`
+  return out
+}
+
+/**
+ * The body as SQS accepts it: characters SQS refuses are written as JSON `\uXXXX` escapes (the
+ * body is core's JSON envelope, so the decoded value is unchanged). With `escapeSupplementary`,
+ * characters beyond U+FFFF are escaped too (fauxqs 1.9 refuses them, real SQS does not).
+ */
+export const safeBody = (body: string, escapeSupplementary: boolean): string => {
+  const pattern = escapeSupplementary ? refusedOrSupplementary : refused
+  pattern.lastIndex = 0
+  if (!pattern.test(body)) return body
+  pattern.lastIndex = 0
+  return body.replace(pattern, escapeUnits)
+}

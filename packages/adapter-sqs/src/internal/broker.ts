@@ -19,7 +19,7 @@ import {
 } from "@aws-sdk/client-sqs"
 import { type Broker, Envelope, type Errors } from "@errand/core"
 import { Effect, Exit, Option, Request, RequestResolver, Semaphore } from "effect"
-import { chunk, maxBatchEntries, messageSize } from "./batch.js"
+import { chunk, maxBatchEntries, messageSize, safeBody } from "./batch.js"
 import { brokerError, entryReason, isQueueMissing, isStaleReceipt, reasonOf, toBrokerError } from "./errors.js"
 import { check, deadLetterQueueName, fifoId } from "./names.js"
 
@@ -40,6 +40,7 @@ export interface Settings {
   readonly deleteBatchWindow: number
   readonly scanVisibilitySeconds: number
   readonly queueAttributes: Readonly<Record<string, string>>
+  readonly escapeSupplementary: boolean
 }
 
 /** Bytes kept free in every message for the attributes this adapter adds (job id…). */
@@ -396,8 +397,19 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     })
 
   /** Send entries: batches of ≤ 10 and ≤ the byte budget, run concurrently (bounded). Results in input order. */
-  const sendEntries = (info: QueueInfo, entries: ReadonlyArray<OutEntry>, operation: string) =>
+  const sendEntries = (info: QueueInfo, given: ReadonlyArray<OutEntry>, operation: string) =>
     Effect.gen(function*() {
+      const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
+      const entries = given.map((entry): OutEntry => ({
+        ...entry,
+        body: safe(entry.body),
+        attributes: Object.fromEntries(
+          Object.entries(entry.attributes).map(([name, value]) => [
+            name,
+            value.StringValue === undefined ? value : { ...value, StringValue: safe(value.StringValue) }
+          ])
+        )
+      }))
       const sizes = entries.map((entry) => messageSize(entry.body, entry.attributes))
       for (const size of sizes) {
         if (size > info.maxMessageBytes) {
@@ -422,7 +434,11 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       const results: Array<SentEntry> = new Array(entries.length)
       batches.forEach((indexes, batch) => indexes.forEach((index, position) => (results[index] = parts[batch]![position]!)))
       return results
-    }).pipe(forgetOnMissing(info.name))
+    }).pipe(
+      forgetOnMissing(info.name),
+      // `operation` is the contract call (send, retry, deadLetter…); the message names the SQS call
+      Effect.mapError((error) => brokerError(error.reason, operation, error.message))
+    )
 
   // FIFO duplicate detection: SQS accepts a duplicate silently and answers with the first message's
   // id, so a repeated (dedup id → message id) pair seen within the 5-minute window is a duplicate.
@@ -492,6 +508,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     let settled = false
     // a retry/deadLetter whose replacement was sent but whose delete failed: later settles only delete
     let replaced = false
+    // deletes use the latest handle this process holds (SQS only honours the newest); visibility
+    // changes use this delivery's own, so a stale holder never moves another holder's lease
     const handle = () => latestHandle(info.url, messageId, ownHandle)
 
     const once = (effect: Effect.Effect<void, BrokerError>) =>
@@ -532,7 +550,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             const ageSeconds = (Date.now() - sentAt) / 1000
             // past the retention period SQS drops the message even while hidden: re-send it instead
             if (ageSeconds + timeout < info.retentionSeconds - 3600) {
-              return yield* changeVisibility("retry", info.url, handle(), timeout).pipe(Effect.mapError((e) => e.error))
+              return yield* changeVisibility("retry", info.url, ownHandle, timeout).pipe(Effect.mapError((e) => e.error))
             }
           }
           const entry: OutEntry = {
@@ -579,7 +597,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         Effect.suspend(() =>
           settled
             ? Effect.void
-            : changeVisibility("extendLease", info.url, handle(), seconds(ms, maxVisibilitySeconds)).pipe(
+            : changeVisibility("extendLease", info.url, ownHandle, seconds(ms, maxVisibilitySeconds)).pipe(
               Effect.mapError((e) =>
                 e.stale
                   ? brokerError("NotFound", "extendLease", "the lease was lost: the message is no longer in flight")
@@ -593,7 +611,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       Effect.suspend(() =>
         replaced
           ? removeOriginal("release")
-          : changeVisibility("release", info.url, handle(), 0).pipe(
+          : changeVisibility("release", info.url, ownHandle, 0).pipe(
             // no longer in flight: it is visible again already
             Effect.catchIf((e) => e.stale, () => Effect.void),
             Effect.mapError((e) => e.error)
@@ -643,9 +661,16 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       if (options.max <= 0) return []
       const info = yield* resolveExisting("take", queue)
       const visibility = Math.max(1, seconds(options.lease, maxVisibilitySeconds))
-      // long polling, capped at SQS's 20 s; rounded up so a short wait does not turn into busy short polling
-      const wait = seconds(options.wait, 20)
-      const messages = yield* receive(info, options.max, visibility, wait).pipe(mapped("take"))
+      // long polling in whole seconds, capped at SQS's 20 s. Under a second: one short poll, then
+      // the rest of the wait as a plain sleep, so callers polling with a short wait neither spin
+      // nor leave a long poll in flight (an interrupted long poll can hide messages for a lease)
+      const waitMs = Number.isFinite(options.wait) ? Math.max(0, options.wait) : 20_000
+      const waitSeconds = Math.min(20, Math.floor(waitMs / 1000))
+      const started = Date.now()
+      const messages = yield* receive(info, options.max, visibility, waitSeconds).pipe(mapped("take"))
+      if (messages.length === 0 && waitSeconds === 0 && waitMs > 0) {
+        yield* Effect.sleep(Math.max(0, waitMs - (Date.now() - started)))
+      }
       return messages.map((message) => makeDelivery(info, message))
     })
 

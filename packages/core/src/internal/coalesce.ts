@@ -19,7 +19,11 @@ const maxBatch = 500
  */
 export const makeCoalescer = (
   broker: BrokerShape
-): Effect.Effect<(queue: string, message: OutgoingMessage) => Effect.Effect<SendResult, BrokerError>, never, Scope.Scope> =>
+): Effect.Effect<
+  (queue: string, message: OutgoingMessage) => Effect.Effect<SendResult, BrokerError>,
+  never,
+  Scope.Scope
+> =>
   Effect.gen(function* () {
     const requests = yield* Queue.unbounded<Request>()
     const permits = yield* Semaphore.make(maxInFlight)
@@ -34,18 +38,23 @@ export const makeCoalescer = (
       return Effect.forEach(
         byQueue,
         ([queue, list]) =>
-          broker.send(queue, list.map((r) => r.message)).pipe(
-            Effect.matchCauseEffect({
-              onSuccess: (results) =>
-                Effect.sync(() => {
-                  list.forEach((r, i) => Deferred.doneUnsafe(r.deferred, Effect.succeed(results[i]!)))
-                }),
-              onFailure: (cause) =>
-                Effect.sync(() => {
-                  for (const r of list) Deferred.doneUnsafe(r.deferred, Effect.failCause(cause))
-                })
-            })
-          ),
+          broker
+            .send(
+              queue,
+              list.map((r) => r.message)
+            )
+            .pipe(
+              Effect.matchCauseEffect({
+                onSuccess: (results) =>
+                  Effect.sync(() => {
+                    list.forEach((r, i) => Deferred.doneUnsafe(r.deferred, Effect.succeed(results[i]!)))
+                  }),
+                onFailure: (cause) =>
+                  Effect.sync(() => {
+                    for (const r of list) Deferred.doneUnsafe(r.deferred, Effect.failCause(cause))
+                  })
+              })
+            ),
         { concurrency: "unbounded", discard: true }
       )
     }

@@ -1,0 +1,150 @@
+/**
+ * For each adapter: how to reach its broker, the Errand side on the adapter's layer, the raw side
+ * on the same broker, and the versions to report. `open` throws when the broker is unreachable or
+ * the adapter cannot be loaded; the caller reports the adapter as skipped with that reason.
+ */
+import { Broker } from "@errand/core"
+import { Effect, Layer } from "effect"
+import type { AddressInfo } from "node:net"
+import * as Errand from "./errand.js"
+import { within } from "./harness.js"
+import type { Side } from "./side.js"
+
+export type AdapterName = "memory" | "bullmq" | "rabbitmq" | "sqs"
+
+export const adapterNames: ReadonlyArray<AdapterName> = ["memory", "bullmq", "rabbitmq", "sqs"]
+
+export interface Opened {
+  readonly errand: Side
+  readonly raw: Side
+  /** What the raw side is, for the table. */
+  readonly rawLabel: string
+  /** Broker and client versions. */
+  readonly versions: Record<string, string>
+  /** The memory broker itself (for its extra figures). */
+  readonly close: () => Promise<void>
+}
+
+export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
+export const amqpUrl = process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672"
+
+const closeAll = async (sides: ReadonlyArray<Side | undefined>) => {
+  for (const side of sides) await side?.close().catch(() => {})
+}
+
+const openMemory = async (timeout: number): Promise<Opened> => {
+  const { MemoryBroker } = await import("@errand/testing")
+  const Direct = await import("./raw/memory.js")
+  const broker = await Effect.runPromise(MemoryBroker.make())
+  const errand = await Errand.make(Layer.succeed(Broker.Broker, broker), timeout)
+  return {
+    errand,
+    raw: Direct.make(broker, timeout),
+    rawLabel: "broker contract called directly (send/take/ack)",
+    versions: {},
+    close: () => closeAll([errand])
+  }
+}
+
+const openBullMQ = async (timeout: number): Promise<Opened> => {
+  const Raw = await import("./raw/bullmq.js")
+  const redisVersion = await within(Raw.serverVersion(redisUrl), 5000, "redis INFO")
+  const { BullMQBroker } = await import("@errand/adapter-bullmq")
+  const errand = await Errand.make(BullMQBroker.layer({ url: redisUrl, prefix: "bench-errand" }), timeout)
+  let raw: Side | undefined
+  try {
+    raw = await Raw.make(redisUrl, timeout)
+  } catch (error) {
+    await closeAll([errand])
+    throw error
+  }
+  return {
+    errand,
+    raw,
+    rawLabel: "bullmq Queue / Worker",
+    versions: { redis: redisVersion },
+    close: () => closeAll([errand, raw])
+  }
+}
+
+const openRabbitMQ = async (timeout: number): Promise<Opened> => {
+  const Raw = await import("./raw/rabbitmq.js")
+  const raw = await within(Raw.make(amqpUrl, timeout), 10_000, "amqplib connect")
+  let errand: Side
+  try {
+    const { RabbitMQBroker } = await import("@errand/adapter-rabbitmq")
+    errand = await Errand.make(
+      RabbitMQBroker.layer({ url: amqpUrl, connectTimeout: 5000 }),
+      timeout,
+      // declares the queue's topology, as the raw side's assertQueue does, outside the timing
+      (broker, queue) => broker.stats(queue)
+    )
+  } catch (error) {
+    await closeAll([raw])
+    throw error
+  }
+  return {
+    errand,
+    raw,
+    rawLabel: "amqplib confirm channel + consumer",
+    versions: { rabbitmq: raw.serverVersion },
+    close: () => closeAll([errand, raw])
+  }
+}
+
+const openSqs = async (timeout: number): Promise<Opened> => {
+  let endpoint = process.env["SQS_ENDPOINT"]
+  let stopEmulator = async () => {}
+  if (endpoint === undefined || endpoint === "") {
+    const { buildApp } = await import("fauxqs")
+    const app = buildApp({ logger: false })
+    await app.listen({ port: 0, host: "127.0.0.1" })
+    endpoint = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+    stopEmulator = async () => {
+      await app.close()
+    }
+  }
+  const client = {
+    endpoint,
+    region: process.env["AWS_REGION"] ?? "us-east-1",
+    // static emulator credentials, never real ones
+    credentials: { accessKeyId: "test", secretAccessKey: "test" }
+  }
+  try {
+    const Raw = await import("./raw/sqs.js")
+    const { SqsBroker } = await import("@errand/adapter-sqs")
+    const errand = await Errand.make(
+      SqsBroker.layer({ ...client, allowInsecureEndpoint: true }),
+      timeout,
+      // creates the queue (and its DLQ), as the raw side's CreateQueue does, outside the timing
+      (broker, queue) => broker.take(queue, { max: 1, lease: 1000, wait: 0 })
+    )
+    const raw = Raw.make(client, timeout)
+    return {
+      errand,
+      raw,
+      rawLabel: "@aws-sdk/client-sqs",
+      versions: { sqs: process.env["SQS_ENDPOINT"] ? "external endpoint" : "fauxqs emulator" },
+      close: async () => {
+        await closeAll([errand, raw])
+        await stopEmulator()
+      }
+    }
+  } catch (error) {
+    await stopEmulator()
+    throw error
+  }
+}
+
+export const open = (name: AdapterName, timeout: number): Promise<Opened> => {
+  switch (name) {
+    case "memory":
+      return openMemory(timeout)
+    case "bullmq":
+      return openBullMQ(timeout)
+    case "rabbitmq":
+      return openRabbitMQ(timeout)
+    case "sqs":
+      return openSqs(timeout)
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * The raw RabbitMQ side with amqplib as its docs recommend: persistent messages on a durable
+ * queue through a confirm channel (each single publish waits for its own confirm; a bulk
+ * publishes everything, honouring `drain`, then `waitForConfirms`), and a consumer on its own
+ * channel with prefetch = concurrency, acking each message.
+ */
+import * as amqp from "amqplib"
+import { counter, now, pace } from "../harness.js"
+import type { Side } from "../side.js"
+
+export const make = async (url: string, timeout: number): Promise<Side & { readonly serverVersion: string }> => {
+  const connection = await amqp.connect(url)
+  connection.on("error", () => {})
+  const channel = await connection.createConfirmChannel()
+  channel.on("error", () => {})
+
+  const options = { persistent: true, contentType: "application/json" }
+  const body = (i: number) => Buffer.from(JSON.stringify({ i }))
+
+  const publishConfirmed = (queue: string, i: number) =>
+    new Promise<void>((resolve, reject) => {
+      channel.sendToQueue(queue, body(i), options, (error: unknown) => (error ? reject(error) : resolve()))
+    })
+
+  const publishAll = async (queue: string, from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      if (!channel.sendToQueue(queue, body(i), options)) {
+        await new Promise<void>((resolve) => channel.once("drain", resolve))
+      }
+    }
+    await channel.waitForConfirms()
+  }
+
+  const timed = async (f: () => Promise<unknown>) => {
+    const start = now()
+    await f()
+    return now() - start
+  }
+
+  const withConsumer = async <A>(
+    queue: string,
+    concurrency: number,
+    onJob: (i: number) => void,
+    bodyOf: () => Promise<A>
+  ): Promise<A> => {
+    const consumer = await connection.createChannel()
+    consumer.on("error", () => {})
+    await consumer.prefetch(concurrency)
+    await consumer.consume(queue, (message) => {
+      if (message === null) return
+      onJob((JSON.parse(message.content.toString("utf8")) as { i: number }).i)
+      consumer.ack(message)
+    })
+    try {
+      return await bodyOf()
+    } finally {
+      await consumer.close().catch(() => {})
+    }
+  }
+
+  const serverVersion = String(connection.connection.serverProperties.version ?? "unknown")
+
+  return {
+    serverVersion,
+    prepare: async (queue) => {
+      await channel.assertQueue(queue, { durable: true })
+    },
+    enqueueSequential: (queue, n) =>
+      timed(async () => {
+        for (let i = 0; i < n; i++) await publishConfirmed(queue, i)
+      }),
+    enqueueConcurrent: (queue, n) =>
+      timed(() => Promise.all(Array.from({ length: n }, (_, i) => publishConfirmed(queue, i)))),
+    enqueueBulk: (queue, n) => timed(() => publishAll(queue, 0, n)),
+    fill: async (queue, n) => {
+      await publishAll(queue, 0, n)
+    },
+    work: (queue, n, concurrency) => {
+      const count = counter(n, timeout, `amqplib consumer on ${queue}`)
+      const start = now()
+      return withConsumer(queue, concurrency, count.hit, async () => {
+        await count.done
+        return now() - start
+      })
+    },
+    endToEnd: (queue, n, concurrency, chunk) => {
+      const count = counter(n, timeout, `amqplib end-to-end on ${queue}`)
+      const start = now()
+      return withConsumer(queue, concurrency, count.hit, async () => {
+        for (let from = 0; from < n; from += chunk) await publishAll(queue, from, Math.min(n, from + chunk))
+        await count.done
+        return now() - start
+      })
+    },
+    latency: (queue, n, perSecond, concurrency) => {
+      const sent = new Array<number>(n).fill(NaN)
+      const startedAt = new Array<number>(n).fill(NaN)
+      const count = counter(n, timeout, `amqplib latency on ${queue}`)
+      const onJob = (i: number) => {
+        startedAt[i] = now()
+        count.hit()
+      }
+      return withConsumer(queue, concurrency, onJob, async () => {
+        await pace(n, perSecond, (i) => {
+          sent[i] = now()
+          publishConfirmed(queue, i).catch(() => {})
+        })
+        await count.done
+        return sent.map((t, i) => startedAt[i]! - t)
+      })
+    },
+    cleanup: async (queue) => {
+      await channel.deleteQueue(queue)
+    },
+    close: async () => {
+      await channel.close().catch(() => {})
+      await connection.close().catch(() => {})
+    }
+  }
+}

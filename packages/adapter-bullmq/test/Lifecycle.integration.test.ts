@@ -1,0 +1,60 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Broker } from "@errand/core"
+import { Context, Effect, Exit, Fiber, Layer, Scope } from "effect"
+import { BullMQBroker } from "../src/index.js"
+import { deleteKeys, message, redisUrl, takeN, uniquePrefix, uniqueQueue } from "./helpers.js"
+
+const build = (options: BullMQBroker.Options, scope: Scope.Scope) =>
+  Layer.buildWithScope(BullMQBroker.layer(options), scope).pipe(
+    Effect.map((context) => Context.get(context, Broker.Broker))
+  )
+
+describe("shutdown", () => {
+  it.live("closing the scope releases unsettled deliveries back to wait at once, and does not hang", () =>
+    Effect.gen(function* () {
+      const options = { url: redisUrl, prefix: uniquePrefix(), stalledInterval: 250 }
+      const queue = uniqueQueue("close")
+      const scope = yield* Scope.make()
+      const broker = yield* build(options, scope)
+      yield* broker.send(queue, [message("a"), message("b"), message("c")])
+      const taken = yield* takeN(broker, queue, 2, { lease: 60_000 })
+      expect(taken.length).toBe(2)
+      yield* taken[0]!.ack
+      // A take blocked in Redis while the scope closes.
+      yield* broker.take(queue, { max: 5, lease: 60_000, wait: 100 })
+      const blocked = yield* Effect.forkChild(broker.take(uniqueQueue("idle"), { max: 1, lease: 1000, wait: 20_000 }))
+      yield* Effect.sleep(200)
+
+      const started = Date.now()
+      yield* Fiber.interrupt(blocked)
+      yield* Scope.close(scope, Exit.void)
+      expect(Date.now() - started).toBeLessThan(3000)
+
+      const checkScope = yield* Scope.make()
+      const checker = yield* build(options, checkScope)
+      // The lease was 60 s: only the release can explain these counts.
+      expect(yield* checker.stats(queue)).toEqual({ waiting: 2, active: 0, delayed: 0, dead: 0 })
+      const again = yield* takeN(checker, queue, 2, { lease: 60_000 })
+      expect(again.map((d) => d.id).sort()).toEqual(["b", "c"])
+      yield* Effect.forEach(again, (d) => d.ack)
+      yield* checker.deleteQueue(queue)
+      yield* Scope.close(checkScope, Exit.void)
+      yield* deleteKeys(options.prefix)
+    })
+  )
+
+  it.live("interrupting a blocked take loses nothing", () =>
+    Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const queue = uniqueQueue("interrupt")
+      const fiber = yield* Effect.forkChild(broker.take(queue, { max: 1, lease: 60_000, wait: 10_000 }))
+      yield* Effect.sleep(300)
+      yield* Fiber.interrupt(fiber)
+      yield* broker.send(queue, [message("after")])
+      const [d] = yield* broker.take(queue, { max: 1, lease: 60_000, wait: 2000 })
+      expect(d?.id).toBe("after")
+      yield* d!.ack
+      yield* broker.deleteQueue(queue)
+    }).pipe(Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix: uniquePrefix() })))
+  )
+})

@@ -1,0 +1,74 @@
+import { describe, expect, it } from "@effect/vitest"
+import * as Topology from "../src/internal/topology.js"
+
+const settings: Topology.TopologySettings = { queueType: "classic", maxPriority: 9, resolution: 100, tiers: 6 }
+
+// RabbitMQ's topic matching: "*" one word, "#" zero or more words.
+const matches = (pattern: ReadonlyArray<string>, key: ReadonlyArray<string>): boolean => {
+  if (pattern.length === 0) return key.length === 0
+  const [head, ...rest] = pattern
+  if (head === "#") return matches(rest, key) || (key.length > 0 && matches(pattern, key.slice(1)))
+  if (key.length === 0) return false
+  return (head === "*" || head === key[0]) && matches(rest, key.slice(1))
+}
+
+const route = (exchange: string, key: string): Array<string> =>
+  Topology.bindings("q", settings)
+    .filter((b) => b.exchange === exchange && matches(b.pattern.split("."), key.split(".")))
+    .map((b) => b.queue)
+
+/** Follow a delayed message through the topology, as the broker would; returns the total wait. */
+const simulate = (delay: number): { readonly path: Array<string>; readonly waited: number } => {
+  const key = Topology.delayRoutingKey(settings, delay)!
+  const path: Array<string> = []
+  let waited = 0
+  let targets = route(Topology.delayExchange("q"), key)
+  for (let hop = 0; hop < 20; hop++) {
+    expect(targets).toHaveLength(1) // exactly one route at every step: never dropped, never copied
+    const target = targets[0]!
+    path.push(target)
+    if (target === "q") return { path, waited }
+    const tier = [...Array(settings.tiers).keys()].find((t) => Topology.waitQueue("q", settings, t) === target)!
+    waited += Topology.tierTtl(settings, tier)
+    targets = route(Topology.afterTierExchange("q", settings, tier), key)
+  }
+  throw new Error("no route to the work queue")
+}
+
+describe("wait tiers", () => {
+  it("every delay up to the maximum reaches the work queue after exactly its rounded-up delay", () => {
+    expect(Topology.maxDelay(settings)).toBe(6300)
+    for (let delay = 1; delay <= Topology.maxDelay(settings); delay += 37) {
+      const { path, waited } = simulate(delay)
+      expect(waited).toBe(Math.ceil(delay / 100) * 100)
+      expect(waited).toBeGreaterThanOrEqual(delay)
+      expect(path.at(-1)).toBe("q")
+    }
+  })
+
+  it("visits the tiers of the set bits, highest first", () => {
+    expect(Topology.tiersFor(settings, 1300)).toEqual([3, 2, 0])
+    expect(simulate(1300).path).toEqual(["q~wait~800", "q~wait~400", "q~wait~100", "q"])
+    expect(simulate(100).path).toEqual(["q~wait~100", "q"])
+    expect(simulate(6300).path).toHaveLength(7)
+  })
+
+  it("a zero delay uses no tier; a delay beyond the maximum is capped", () => {
+    expect(Topology.delayRoutingKey(settings, 0)).toBeUndefined()
+    expect(Topology.delayRoutingKey(settings, 10_000_000)).toBe("1.1.1.1.1.1")
+  })
+
+  it("declares priorities only on classic work queues, TTL and dead-lettering on tiers", () => {
+    expect(Topology.workQueueOptions(settings).arguments).toEqual({ "x-max-priority": 9 })
+    expect(Topology.workQueueOptions({ ...settings, queueType: "quorum" }).arguments).toEqual({ "x-queue-type": "quorum" })
+    expect(Topology.waitQueueOptions("q", settings, 2).arguments).toEqual({
+      "x-message-ttl": 400,
+      "x-dead-letter-exchange": "q~after~400"
+    })
+    expect(Topology.waitQueueOptions("q", { ...settings, queueType: "quorum" }, 0).arguments).toMatchObject({
+      "x-queue-type": "quorum",
+      "x-dead-letter-strategy": "at-least-once",
+      "x-overflow": "reject-publish"
+    })
+  })
+})
