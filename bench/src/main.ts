@@ -12,6 +12,7 @@ import { type AdapterName, adapterNames, open, type Opened } from "./adapters.js
 import { freshQueue, now, quantile, rate, reasonOf, sleep, summarize, type Summary, within } from "./harness.js"
 import { type Row, renderMarkdown } from "./report.js"
 import type { Side } from "./side.js"
+import * as Calls from "./calls.js"
 import { environment } from "./versions.js"
 
 interface Settings {
@@ -19,6 +20,8 @@ interface Settings {
   readonly runs: number
   readonly only: ReadonlyArray<AdapterName>
   readonly timeout: number
+  /** Count broker calls per job (`--calls`). */
+  readonly calls: boolean
   /** Scenario keys to run (all when undefined). */
   readonly scenarios: ReadonlyArray<string> | undefined
 }
@@ -28,9 +31,11 @@ const parse = (argv: ReadonlyArray<string>): Settings => {
   let runs: number | undefined
   let only: Array<AdapterName> = [...adapterNames]
   let scenarios: Array<string> | undefined
+  let calls = false
   for (const arg of argv) {
     if (arg === "--") continue
     if (arg === "--quick") quick = true
+    else if (arg === "--calls") calls = true
     else if (arg.startsWith("--only=")) {
       const wanted = arg
         .slice("--only=".length)
@@ -52,12 +57,12 @@ const parse = (argv: ReadonlyArray<string>): Settings => {
         .filter((s) => s !== "")
     } else if (arg === "--help" || arg === "-h") {
       console.log(
-        `usage: pnpm bench [--quick] [--only=${adapterNames.join(",")}] [--runs=N] [--scenarios=${scenarioKeys.join(",")}]`
+        `usage: pnpm bench [--quick] [--only=${adapterNames.join(",")}] [--runs=N] [--calls] [--scenarios=${scenarioKeys.join(",")}]`
       )
       process.exit(0)
     } else throw new Error(`unknown argument ${arg}`)
   }
-  return { quick, runs: runs ?? (quick ? 1 : 3), only, timeout: quick ? 30_000 : 180_000, scenarios }
+  return { quick, runs: runs ?? (quick ? 1 : 3), only, timeout: quick ? 30_000 : 180_000, scenarios, calls }
 }
 
 /** Counts per scenario: the issue's in a full run, a fifth (latency: fewer) in quick mode. */
@@ -225,18 +230,31 @@ const benchAdapter = async (adapter: AdapterName, opened: Opened, settings: Sett
       const runs = await pairRuns(settings, opened, (target, side) =>
         onFreshQueue(adapter, side, scenario.key, target, settings, async (queue) => {
           if (scenario.fill) await target.fill(queue, n)
-          return rate(n, await scenario.run(target, queue, s))
+          const before = settings.calls ? Calls.snapshot() : undefined
+          const cpuBefore = process.cpuUsage()
+          const ms = await scenario.run(target, queue, s)
+          const cpu = process.cpuUsage(cpuBefore)
+          return {
+            rate: rate(n, ms),
+            cpu: (cpu.user + cpu.system) / n,
+            calls: before === undefined ? undefined : Calls.perJob(before, Calls.snapshot(), n)
+          }
         })
       )
-      const errand = summarize(runs.errand)
-      const raw = summarize(runs.raw)
+      const errand = summarize(runs.errand.map((r) => r.rate))
+      const raw = summarize(runs.raw.map((r) => r.rate))
       row({
         key: scenario.key,
         scenario: scenario.label(s),
         unit: "jobs/s",
         errand,
         raw,
-        ratio: errand.median / raw.median
+        ratio: errand.median / raw.median,
+        cpu: {
+          errand: summarize(runs.errand.map((r) => r.cpu)).median,
+          raw: summarize(runs.raw.map((r) => r.cpu)).median
+        },
+        ...(settings.calls ? { calls: { errand: runs.errand[0]!.calls!, raw: runs.raw[0]!.calls! } } : {})
       })
     } catch (error) {
       row({ key: scenario.key, scenario: scenario.label(s), unit: "jobs/s", error: reasonOf(error) })
@@ -360,6 +378,7 @@ const benchAdapter = async (adapter: AdapterName, opened: Opened, settings: Sett
 const main = async () => {
   const settings = parse(process.argv.slice(2))
   process.on("unhandledRejection", (error) => log(`(unhandled rejection: ${reasonOf(error)})`))
+  if (settings.calls) await Calls.install()
   const startedAt = new Date()
   const started = now()
   const rows: Array<Row> = []

@@ -15,6 +15,10 @@ export interface Row {
   /** Errand / raw as throughput: above 1 means Errand is faster (or leaner). */
   readonly ratio?: number | undefined
   readonly error?: string | undefined
+  /** Process CPU time per job, µs (median of runs): less sensitive to a loaded machine than wall time. */
+  readonly cpu?: { readonly errand: number; readonly raw: number } | undefined
+  /** Broker calls per job (`--calls`), from the first run of each side. */
+  readonly calls?: { readonly errand: Record<string, number>; readonly raw: Record<string, number> } | undefined
 }
 
 export interface Report {
@@ -71,8 +75,8 @@ export const renderMarkdown = (report: Report): string => {
     lines.push("")
     lines.push(`### ${adapter} — raw side: ${rows[0]!["raw label"]}`)
     lines.push("")
-    lines.push("| Scenario | Unit | Errand | Raw | Ratio |")
-    lines.push("| --- | --- | ---: | ---: | ---: |")
+    lines.push("| Scenario | Unit | Errand | Raw | Ratio | CPU µs/job Errand / raw |")
+    lines.push("| --- | --- | ---: | ---: | ---: | ---: |")
     for (const r of rows) {
       const ratio =
         r.error !== undefined
@@ -80,7 +84,21 @@ export const renderMarkdown = (report: Report): string => {
           : r.ratio === undefined
             ? "—"
             : `${r.ratio.toFixed(2)}${r.ratio < target ? " ✗" : ""}`
-      lines.push(`| ${r.scenario} | ${r.unit} | ${cell(r.errand)} | ${cell(r.raw)} | ${ratio} |`)
+      const cpu = r.cpu === undefined ? "—" : `${number(r.cpu.errand)} / ${number(r.cpu.raw)}`
+      lines.push(`| ${r.scenario} | ${r.unit} | ${cell(r.errand)} | ${cell(r.raw)} | ${ratio} | ${cpu} |`)
+    }
+    const withCalls = rows.filter((r) => r.calls !== undefined)
+    if (withCalls.length > 0) {
+      const show = (calls: Record<string, number>) =>
+        Object.entries(calls)
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ")
+      lines.push("")
+      lines.push(`Broker calls per job (${adapter}, \`--calls\`):`)
+      lines.push("")
+      lines.push("| Scenario | Errand | Raw |")
+      lines.push("| --- | --- | --- |")
+      for (const r of withCalls) lines.push(`| ${r.scenario} | ${show(r.calls!.errand)} | ${show(r.calls!.raw)} |`)
     }
   }
   if (report.skipped.length > 0) {

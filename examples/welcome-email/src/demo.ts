@@ -173,10 +173,13 @@ const scenario = Effect.gen(function* () {
   yield* settle
   yield* advance(2000)
   const callsAfter = (yield* mailer.calls).length
-  yield* heading("7. alice asks again an hour later")
-  yield* print(`  POST → ${again.status} id=${String(again.body["id"])} duplicate=${String(again.body["duplicate"])}`)
-  yield* print(`  mailer calls before ${callsBefore}, after ${callsAfter}: the worker's idempotency guard acknowledged the job without sending`)
+  const daveAgain = yield* post("dave again", JSON.stringify({ userId: "dave" }))
+  yield* heading("7. alice and dave ask again an hour later")
+  yield* print(`  POST alice → ${again.status} id=${String(again.body["id"])} duplicate=${String(again.body["duplicate"])}`)
+  yield* print(`    mailer calls before ${callsBefore}, after ${callsAfter}: the worker's idempotency guard acknowledged the job without sending`)
+  yield* print(`  POST dave  → ${daveAgain.status} ${String(daveAgain.body["reason"])}`)
   check("a repeat request after the broker forgot the job sends nothing", again.status === 202 && callsAfter === callsBefore)
+  check("a request for a dead-lettered job is answered 409", daveAgain.status === 409)
 
   // --- 5. the daily digest ------------------------------------------------------------------
   yield* TestClock.setTime(Date.UTC(2026, 10, 27, 8, 59, 59))
@@ -193,6 +196,9 @@ const scenario = Effect.gen(function* () {
       digests[0]!.text.startsWith("3 new user(s)"),
     digests.map((d) => `${clock(d.sentAt)} ${d.text}`).join("; ")
   )
+
+  const allWelcomes = (yield* mailer.sent).filter((e) => e.template === "welcome").map((e) => e.to).sort()
+  check("at the end, still exactly one welcome email per user", JSON.stringify(allWelcomes) === JSON.stringify(["alice", "bob", "carol"]), allWelcomes.join(","))
 
   const final = yield* Queues.stats(Jobs.queue)
   yield* heading("9. Final queue stats")

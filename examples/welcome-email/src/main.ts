@@ -10,9 +10,23 @@
  *
  * @since 0.0.0
  */
-import { Cause, Config, Effect, Exit } from "effect"
+import { Cause, Config, Effect, Exit, Layer } from "effect"
 import * as App from "./app.js"
 import * as BrokerLayer from "./broker.js"
+
+/** The fake mailer's behaviour in the server: slow-ish, failing now and then, `bounce` always. */
+const mailer = Config.all({
+  failureRate: Config.Number("MAILER_FAILURE_RATE").pipe(Config.withDefault(0.2)),
+  seed: Config.Int("MAILER_SEED").pipe(Config.withDefault(42)),
+  latency: Config.Int("MAILER_LATENCY_MS").pipe(Config.withDefault(200))
+})
+
+const AppLive = Layer.unwrap(
+  Effect.gen(function* () {
+    const options = yield* mailer
+    return App.layer({ broker: BrokerLayer.layer, mailer: { ...options, alwaysFail: ["bounce"], log: true } })
+  })
+)
 
 const program = Effect.gen(function* () {
   // PORT=0 picks a free port (Config.Port would refuse it)
@@ -22,21 +36,7 @@ const program = Effect.gen(function* () {
   const server = yield* App.start({ port, host })
   yield* Effect.logInfo(`listening on ${server.url}`)
   return yield* Effect.never
-}).pipe(
-  Effect.scoped,
-  Effect.provide(
-    App.layer({
-      broker: BrokerLayer.layer,
-      mailer: {
-        failureRate: Number(process.env["MAILER_FAILURE_RATE"] ?? "0.2"),
-        seed: Number(process.env["MAILER_SEED"] ?? "42"),
-        alwaysFail: ["bounce"],
-        latency: Number(process.env["MAILER_LATENCY_MS"] ?? "200"),
-        log: true
-      }
-    })
-  )
-)
+}).pipe(Effect.scoped, Effect.provide(AppLive))
 
 const main = Effect.runFork(program)
 // Node exits when its event loop is empty, even while fibers still wait on each other during

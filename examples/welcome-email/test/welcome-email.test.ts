@@ -168,9 +168,10 @@ describe("the worker", () => {
       expect(dead[0]!.envelope).toMatchObject({ job: "send-welcome-email", payload: { userId: "dave" } })
       expect(yield* Queues.stats(Jobs.queue)).toEqual({ waiting: 0, active: 0, delayed: 1, dead: 1 })
 
-      // never run again
+      // never run again, and asking again says why
       yield* advance(60_000, 10_000)
       expect((yield* Mailer.use((m) => m.calls)).filter((c) => c.to === "dave")).toHaveLength(5)
+      expect(yield* post({ userId: "dave" })).toMatchObject({ status: 409, body: { error: "DuplicateJob" } })
     }).pipe(Effect.scoped, Effect.provide(appLayer({ failFirst: { alice: 2 }, alwaysFail: ["dave"] }))))
 
   it.effect("sends the reminder one hour after the welcome email, not before", () =>

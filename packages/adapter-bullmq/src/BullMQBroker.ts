@@ -468,6 +468,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
 
     const take: Broker.BrokerShape["take"] = (queue, { max, lease, wait }) =>
       Effect.gen(function* () {
+        if (max <= 0) return []
         const worker = getWorker(queue, lease)
         const deadline = Date.now() + Math.max(0, wait)
         while (true) {
@@ -508,9 +509,6 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       return state
     }
 
-    const idsOf = async (queue: string, ids: ReadonlyArray<string> | undefined): Promise<ReadonlyArray<string>> =>
-      ids ?? (await client.zrange(queueKeys(prefix, queue).deadLetterOrder, "0", "-1"))
-
     const deadLetters: Broker.DeadLetterStore = {
       list: (queue, { offset, limit }) =>
         redis("deadLetters.list", async () => {
@@ -531,13 +529,15 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       redrive: (queue, { ids, prepare }) =>
         Effect.gen(function* () {
           const keys = queueKeys(prefix, queue)
-          const targets = yield* redis("deadLetters.redrive", () => idsOf(queue, ids))
-          let moved = 0
-          for (const id of targets) {
+          const redriveOne = Effect.fnUntraced(function* (id: string) {
             const entry = yield* redis("deadLetters.redrive", () => client.hget(keys.deadLetters, id)).pipe(
               Effect.map(parseEntry)
             )
-            if (Option.isNone(entry)) continue
+            if (Option.isNone(entry)) {
+              // an order entry without its record (or an id that is not there): nothing to send
+              yield* redis("deadLetters.redrive", () => client.zrem(keys.deadLetterOrder, id))
+              return 0
+            }
             const message = prepare(entry.value)
             // The failed BullMQ job holds the id: free it first. A job in any other state means an
             // earlier redrive already sent it and only the entry removal was lost.
@@ -553,29 +553,58 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
                 })
               }
             }
+            // only now that the message is confirmed (at-least-once)
             yield* redis("deadLetters.redrive", () =>
               client.multi().hdel(keys.deadLetters, id).zrem(keys.deadLetterOrder, id).exec()
             )
-            moved++
+            return 1
+          })
+          let moved = 0
+          if (ids !== undefined) {
+            for (const id of ids) moved += yield* redriveOne(id)
+            return moved
+          }
+          // All: oldest first, page by page from the head (each entry handled leaves the order set),
+          // bounded by the count at the start so that jobs dead-lettered again meanwhile are not
+          // picked up in a loop.
+          let remaining = yield* redis("deadLetters.redrive", () => client.zcard(keys.deadLetterOrder))
+          while (remaining > 0) {
+            const page = yield* redis("deadLetters.redrive", () =>
+              client.zrange(keys.deadLetterOrder, "0", String(Math.min(100, remaining) - 1))
+            )
+            if (page.length === 0) break
+            for (const id of page) moved += yield* redriveOne(id)
+            remaining -= page.length
           }
           return moved
         }),
       purge: (queue, ids) =>
         redis("deadLetters.purge", async () => {
           const keys = queueKeys(prefix, queue)
-          const targets = await idsOf(queue, ids)
-          let deleted = 0
-          for (let i = 0; i < targets.length; i += 500) {
-            const chunk = targets.slice(i, i + 500)
+          const purgeChunk = async (chunk: ReadonlyArray<string>) => {
             const replies =
               (await client
                 .multi()
                 .hdel(keys.deadLetters, ...chunk)
                 .zrem(keys.deadLetterOrder, ...chunk)
                 .exec()) ?? []
-            deleted += Number(replies[0]?.[1] ?? 0)
+            // the failed BullMQ jobs go too, which frees their ids
             for (const id of chunk) await removeFailedJob(queue, id).catch(noop)
+            return Number(replies[0]?.[1] ?? 0)
           }
+          let deleted = 0
+          if (ids !== undefined) {
+            for (let i = 0; i < ids.length; i += 500) deleted += await purgeChunk(ids.slice(i, i + 500))
+            return deleted
+          }
+          while (true) {
+            const page = await client.zrange(keys.deadLetterOrder, "0", "499")
+            if (page.length === 0) break
+            deleted += await purgeChunk(page)
+          }
+          // records whose order entry was lost
+          const stray = await client.hkeys(keys.deadLetters)
+          for (let i = 0; i < stray.length; i += 500) deleted += await purgeChunk(stray.slice(i, i + 500))
           return deleted
         })
     }

@@ -1,9 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Broker } from "@errand/core"
-import { Effect, Option } from "effect"
-import { message, takeN, testLayer, uniqueQueue } from "./helpers.js"
+import { ConfigProvider, Context, Effect, Layer, Option } from "effect"
+import { Redis } from "ioredis"
+import { BullMQBroker } from "../src/index.js"
+import { message, redisUrl, takeN, testLayer, uniquePrefix, uniqueQueue } from "./helpers.js"
 
-const withQueue = <A, E>(f: (broker: Broker.BrokerShape, queue: string) => Effect.Effect<A, E>) =>
+const withQueue = <A, E>(
+  f: (broker: Broker.BrokerShape, queue: string) => Effect.Effect<A, E, BullMQBroker.BullMQBroker>
+) =>
   Effect.gen(function* () {
     const broker = yield* Broker.Broker
     const queue = uniqueQueue()
@@ -204,5 +208,95 @@ describe("dead letters", () => {
         expect(yield* broker.deadLetters.count(queue)).toBe(0)
       })
     )
+  )
+})
+
+describe("dead letters, in bulk and by hand", () => {
+  it.live("redrive all and purge all page through more than one batch, oldest first", () =>
+    withQueue((broker, queue) =>
+      Effect.gen(function* () {
+        const n = 230
+        yield* broker.send(
+          queue,
+          Array.from({ length: n }, (_, i) => message(`b${i}`, `body-${i}`))
+        )
+        const all = yield* takeN(broker, queue, n, { timeout: 30_000 })
+        expect(all.length).toBe(n)
+        yield* Effect.forEach(
+          all,
+          (d) =>
+            d.deadLetter({
+              body: d.body,
+              reason: "exhausted",
+              error: "e",
+              attempts: 2,
+              failedAt: 1_000_000 + Number(d.id.slice(1))
+            }),
+          { concurrency: 20 }
+        )
+        expect(yield* broker.deadLetters.count(queue)).toBe(n)
+        const page = yield* broker.deadLetters.list(queue, { offset: 100, limit: 3 })
+        expect(page.map((e) => e.id)).toEqual(["b100", "b101", "b102"])
+
+        const order: Array<string> = []
+        const moved = yield* broker.deadLetters.redrive(queue, {
+          prepare: (entry) => {
+            order.push(entry.id)
+            return message(entry.id, entry.body)
+          }
+        })
+        expect(moved).toBe(n)
+        expect(order).toEqual(Array.from({ length: n }, (_, i) => `b${i}`))
+        expect(yield* broker.stats(queue)).toEqual({ waiting: n, active: 0, delayed: 0, dead: 0 })
+
+        const again = yield* takeN(broker, queue, n, { timeout: 30_000 })
+        yield* Effect.forEach(
+          again,
+          (d) => d.deadLetter({ body: d.body, reason: "unrecoverable", error: "e", attempts: 1, failedAt: Date.now() }),
+          { concurrency: 20 }
+        )
+        expect(yield* broker.deadLetters.purge(queue)).toBe(n)
+        expect(yield* broker.deadLetters.count(queue)).toBe(0)
+        // every id is free again
+        const resent = yield* broker.send(queue, [message("b0"), message("b229")])
+        expect(resent.map((r) => r.duplicate)).toEqual([false, false])
+      })
+    )
+  )
+
+  it.live("an id whose job failed outside the DLQ answers duplicate with state failed", () =>
+    withQueue((broker, queue) =>
+      Effect.gen(function* () {
+        const self = yield* BullMQBroker.BullMQBroker
+        yield* broker.send(queue, [message("f1")])
+        const [d] = yield* takeN(broker, queue, 1)
+        yield* d!.deadLetter({ body: d!.body, reason: "exhausted", error: "x", attempts: 1, failedAt: 1 })
+        // Someone deletes the DLQ record by hand, leaving BullMQ's failed job.
+        yield* Effect.promise(async () => {
+          const redis = new Redis(redisUrl)
+          await redis.hdel(`${self.prefix}:${queue}:errand-dlq`, "f1")
+          redis.disconnect()
+        })
+        expect((yield* broker.send(queue, [message("f1")]))[0]).toEqual({
+          id: "f1",
+          duplicate: true,
+          existingState: "failed"
+        })
+      })
+    )
+  )
+})
+
+describe("layerConfig", () => {
+  it.live("reads REDIS_URL and ERRAND_PREFIX", () =>
+    Effect.gen(function* () {
+      const prefix = uniquePrefix()
+      const context = yield* Layer.build(BullMQBroker.layerConfig()).pipe(
+        Effect.provide(ConfigProvider.layer(ConfigProvider.fromUnknown({ REDIS_URL: redisUrl, ERRAND_PREFIX: prefix })))
+      )
+      const broker = Context.get(context, BullMQBroker.BullMQBroker)
+      expect(broker.prefix).toBe(prefix)
+      expect(Context.get(context, Broker.Broker).name).toBe("bullmq")
+    }).pipe(Effect.scoped)
   )
 })

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Broker, Errors } from "@errand/core"
-import { Context, Effect, Layer, Result } from "effect"
+import { Context, Effect, Exit, Layer, Result, Scope } from "effect"
 import { BullMQBroker } from "../src/index.js"
 import { message, uniquePrefix, uniqueQueue } from "./helpers.js"
 import { redisServer } from "./redisServer.js"
@@ -82,4 +82,22 @@ describe("connection behaviour", () => {
       expect(sent?.duplicate).toBe(false)
     }).pipe(Effect.scoped)
   )
+
+  it.live("closing while Redis is down does not hang", () =>
+    Effect.gen(function* () {
+      const server = yield* redisServer()
+      const scope = yield* Scope.make()
+      const broker = yield* Layer.buildWithScope(
+        BullMQBroker.layer({ url: server.url, prefix: uniquePrefix(), stalledInterval: 250 }),
+        scope
+      ).pipe(Effect.map((context) => Context.get(context, Broker.Broker)))
+      const queue = uniqueQueue()
+      yield* broker.send(queue, [message("held")])
+      const [held] = yield* broker.take(queue, { max: 1, lease: 60_000, wait: 1000 })
+      expect(held?.id).toBe("held")
+      yield* server.kill
+      const started = Date.now()
+      yield* Scope.close(scope, Exit.void)
+      expect(Date.now() - started).toBeLessThan(10_000)
+    }).pipe(Effect.scoped))
 })

@@ -119,7 +119,7 @@ export const capabilities: Broker.Capabilities = capabilitiesFor()
 export const validateQueueName = (options: Options = {}) => (queue: string): string | undefined => {
   const { settings } = resolve(options)
   if (queue.startsWith("amq.")) return "the 'amq.' prefix is reserved by RabbitMQ"
-  const longest = Topology.afterTierExchange(queue, settings, settings.tiers - 1)
+  const longest = Topology.routeExchange(queue, settings, settings.tiers - 1)
   if (Buffer.byteLength(longest, "utf8") > 255) return "too long for RabbitMQ once suffixed (255 bytes at most)"
   return undefined
 }
@@ -210,7 +210,7 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const content = Buffer.from(message.body, "utf8")
     const routingKey = Topology.delayRoutingKey(settings, message.delay)
     if (routingKey === undefined) return client.publish("", queue, content, properties)
-    return client.publish(Topology.delayExchange(queue), routingKey, content, properties)
+    return client.publish(Topology.delayExchange(queue, settings), routingKey, content, properties)
   }
 
   const consumerOf = (queue: string): QueueConsumer => {

@@ -12,17 +12,18 @@ const matches = (pattern: ReadonlyArray<string>, key: ReadonlyArray<string>): bo
   return (head === "*" || head === key[0]) && matches(rest, key.slice(1))
 }
 
+// Where a message published to `exchange` with `key` ends up (exchange-to-exchange bindings followed).
 const route = (exchange: string, key: string): Array<string> =>
   Topology.bindings("q", settings)
     .filter((b) => b.exchange === exchange && matches(b.pattern.split("."), key.split(".")))
-    .map((b) => b.queue)
+    .flatMap((b) => (b.kind === "queue" ? [b.destination] : route(b.destination, key)))
 
 /** Follow a delayed message through the topology, as the broker would; returns the total wait. */
 const simulate = (delay: number): { readonly path: Array<string>; readonly waited: number } => {
   const key = Topology.delayRoutingKey(settings, delay)!
   const path: Array<string> = []
   let waited = 0
-  let targets = route(Topology.delayExchange("q"), key)
+  let targets = route(Topology.delayExchange("q", settings), key)
   for (let hop = 0; hop < 20; hop++) {
     expect(targets).toHaveLength(1) // exactly one route at every step: never dropped, never copied
     const target = targets[0]!
@@ -30,7 +31,11 @@ const simulate = (delay: number): { readonly path: Array<string>; readonly waite
     if (target === "q") return { path, waited }
     const tier = [...Array(settings.tiers).keys()].find((t) => Topology.waitQueue("q", settings, t) === target)!
     waited += Topology.tierTtl(settings, tier)
-    targets = route(Topology.afterTierExchange("q", settings, tier), key)
+    // the tier dead-letters with its own arguments
+    const args = Topology.waitQueueOptions("q", settings, tier).arguments!
+    targets = args["x-dead-letter-exchange"] === ""
+      ? [args["x-dead-letter-routing-key"] as string]
+      : route(args["x-dead-letter-exchange"] as string, key)
   }
   throw new Error("no route to the work queue")
 }
@@ -63,8 +68,14 @@ describe("wait tiers", () => {
     expect(Topology.workQueueOptions({ ...settings, queueType: "quorum" }).arguments).toEqual({ "x-queue-type": "quorum" })
     expect(Topology.waitQueueOptions("q", settings, 2).arguments).toEqual({
       "x-message-ttl": 400,
-      "x-dead-letter-exchange": "q~after~400"
+      "x-dead-letter-exchange": "q~route~200"
     })
+    expect(Topology.waitQueueOptions("q", settings, 0).arguments).toEqual({
+      "x-message-ttl": 100,
+      "x-dead-letter-exchange": "",
+      "x-dead-letter-routing-key": "q"
+    })
+    expect(Topology.bindings("q", settings)).toHaveLength(2 * settings.tiers)
     expect(Topology.waitQueueOptions("q", { ...settings, queueType: "quorum" }, 0).arguments).toMatchObject({
       "x-queue-type": "quorum",
       "x-dead-letter-strategy": "at-least-once",

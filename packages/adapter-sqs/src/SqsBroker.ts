@@ -73,10 +73,13 @@ export interface Options {
  *
  * @since 0.1.0
  */
-export class SqsBroker extends Context.Service<SqsBroker, {
-  readonly client: SQSClient
-  readonly broker: Broker.BrokerShape
-}>()("@errand/adapter-sqs/SqsBroker") {}
+export class SqsBroker extends Context.Service<
+  SqsBroker,
+  {
+    readonly client: SQSClient
+    readonly broker: Broker.BrokerShape
+  }
+>()("@errand/adapter-sqs/SqsBroker") {}
 
 /**
  * The capabilities of a layer with these options.
@@ -123,8 +126,9 @@ const positive = (option: string, value: number | undefined, fallback: number, m
  *
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*(options: Options = {}) {
-  let endpointLabel = options.region === undefined ? "sqs (default endpoint)" : `sqs.${options.region}.amazonaws.com:443`
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  let endpointLabel =
+    options.region === undefined ? "sqs (default endpoint)" : `sqs.${options.region}.amazonaws.com:443`
   if (options.endpoint !== undefined) {
     let url: URL
     try {
@@ -156,18 +160,21 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
   if (options.redrivePolicy !== undefined) {
     yield* positive("redrivePolicy.maxReceiveCount", options.redrivePolicy.maxReceiveCount, 0, 1, 1000)
   }
-  const client = options.client ?? (yield* Effect.acquireRelease(
-    Effect.sync(() =>
-      new SQSClient({
-        ...(options.region !== undefined ? { region: options.region } : {}),
-        ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
-        ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
-        maxAttempts: sdkMaxAttempts,
-        retryMode: "standard"
-      })
-    ),
-    (client) => Effect.sync(() => client.destroy())
-  ))
+  const client =
+    options.client ??
+    (yield* Effect.acquireRelease(
+      Effect.sync(
+        () =>
+          new SQSClient({
+            ...(options.region !== undefined ? { region: options.region } : {}),
+            ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
+            ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
+            maxAttempts: sdkMaxAttempts,
+            retryMode: "standard"
+          })
+      ),
+      (client) => Effect.sync(() => client.destroy())
+    ))
   const broker = internal.make({
     client,
     endpointLabel,
@@ -203,7 +210,8 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
 export const layer = (options: Options = {}): Layer.Layer<SqsBroker | Broker.Broker, Errors.InvalidOption> =>
   Layer.effectContext(
     Effect.map(make(options), (service) =>
-      Context.make(SqsBroker, service).pipe(Context.add(Broker.Broker, Broker.Broker.of(service.broker))))
+      Context.make(SqsBroker, service).pipe(Context.add(Broker.Broker, Broker.Broker.of(service.broker)))
+    )
   )
 
 /**

@@ -17,7 +17,10 @@ import { SqsBroker } from "../src/index.js"
 const queueUrl = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs"
 
 const setup = (options: Partial<SqsBroker.Options> = {}) => {
-  const client = new SQSClient({ region: "us-east-1", credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" } })
+  const client = new SQSClient({
+    region: "us-east-1",
+    credentials: { accessKeyId: "AKIDEXAMPLE", secretAccessKey: "x" }
+  })
   const mock = mockClient(client)
   mock.on(GetQueueUrlCommand).resolves({ QueueUrl: queueUrl })
   mock.on(GetQueueAttributesCommand).resolves({
@@ -49,7 +52,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
       }
       return { Successful: ok(entries), Failed: [] }
     })
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const results = yield* broker.send("jobs", messages(25))
       expect(results.map((r) => r.id)).toEqual(messages(25).map((m) => m.id))
@@ -68,7 +71,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
       Successful: ok(input.Entries.slice(1)),
       Failed: [{ Id: input.Entries[0]!.Id!, SenderFault: true, Code: "InvalidMessageContents", Message: "bad" }]
     }))
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const error = yield* Effect.flip(broker.send("jobs", messages(3)))
       expect(error._tag).toBe("BrokerError")
@@ -83,7 +86,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
       Successful: [],
       Failed: input.Entries.map((e) => ({ Id: e.Id!, SenderFault: false, Code: "ServiceUnavailable" }))
     }))
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const error = yield* Effect.flip(broker.send("jobs", messages(2)))
       expect(error.reason).toBe("Connection")
@@ -98,12 +101,15 @@ describe("SqsBroker batches (mocked SQS)", () => {
       Failed: []
     }))
     mock.on(SendMessageCommand).resolves({ MessageId: "single" })
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
-      yield* broker.send("jobs", [...messages(4, 40_000), { id: "big", body: "b".repeat(150_000), delay: 0, priority: 0 }])
-      const batchSizes = mock.commandCalls(SendMessageBatchCommand).map((c) =>
-        c.args[0].input.Entries!.reduce((n, e) => n + Buffer.byteLength(e.MessageBody!), 0)
-      )
+      yield* broker.send("jobs", [
+        ...messages(4, 40_000),
+        { id: "big", body: "b".repeat(150_000), delay: 0, priority: 0 }
+      ])
+      const batchSizes = mock
+        .commandCalls(SendMessageBatchCommand)
+        .map((c) => c.args[0].input.Entries!.reduce((n, e) => n + Buffer.byteLength(e.MessageBody!), 0))
       for (const bytes of batchSizes) expect(bytes).toBeLessThanOrEqual(100_000)
       expect(batchSizes.length).toBe(2)
       expect(mock.commandCalls(SendMessageCommand).length).toBe(1)
@@ -113,19 +119,22 @@ describe("SqsBroker batches (mocked SQS)", () => {
   it.live("a failed delete entry is retried with the latest receipt handle, never reported as done", () => {
     const { layer, mock } = setup()
     const message = (handle: string, count: number) => ({
-      Messages: [{
-        MessageId: "m1",
-        ReceiptHandle: handle,
-        Body: "body",
-        Attributes: { ApproximateReceiveCount: String(count) },
-        MessageAttributes: { "errand-id": { DataType: "String", StringValue: "job-1" } }
-      }]
+      Messages: [
+        {
+          MessageId: "m1",
+          ReceiptHandle: handle,
+          Body: "body",
+          Attributes: { ApproximateReceiveCount: String(count) },
+          MessageAttributes: { "errand-id": { DataType: "String", StringValue: "job-1" } }
+        }
+      ]
     })
     mock.on(ReceiveMessageCommand).resolvesOnce(message("h1", 1)).resolvesOnce(message("h2", 2)).resolves({})
-    mock.on(DeleteMessageBatchCommand)
+    mock
+      .on(DeleteMessageBatchCommand)
       .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: false, Code: "InternalError" }] })
       .resolves({ Successful: [{ Id: "0" }], Failed: [] })
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const [first] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
       expect(first!.id).toBe("job-1")
@@ -133,7 +142,9 @@ describe("SqsBroker batches (mocked SQS)", () => {
       const [second] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
       expect(second!.receiveCount).toBe(2)
       yield* first!.ack
-      const handles = mock.commandCalls(DeleteMessageBatchCommand).map((c) => c.args[0].input.Entries![0]!.ReceiptHandle)
+      const handles = mock
+        .commandCalls(DeleteMessageBatchCommand)
+        .map((c) => c.args[0].input.Entries![0]!.ReceiptHandle)
       expect(handles).toEqual(["h2", "h2"])
     }).pipe(Effect.provide(layer))
   })
@@ -143,11 +154,12 @@ describe("SqsBroker batches (mocked SQS)", () => {
     mock.on(ReceiveMessageCommand).resolves({
       Messages: [{ MessageId: "m1", ReceiptHandle: "h1", Body: "b", Attributes: {}, MessageAttributes: {} }]
     })
-    mock.on(DeleteMessageBatchCommand)
+    mock
+      .on(DeleteMessageBatchCommand)
       .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: true, Code: "ReceiptHandleIsInvalid" }] })
       .resolvesOnce({ Successful: [], Failed: [{ Id: "0", SenderFault: true, Code: "ReceiptHandleIsInvalid" }] })
       .resolves({ Successful: [{ Id: "0" }], Failed: [] })
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const [delivery] = yield* broker.take("jobs", { max: 1, lease: 30_000, wait: 0 })
       const error = yield* Effect.flip(delivery!.ack)
@@ -169,7 +181,7 @@ describe("SqsBroker batches (mocked SQS)", () => {
       Successful: input.Entries.map((e) => ({ Id: e.Id })),
       Failed: []
     }))
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const deliveries = yield* broker.take("jobs", { max: 10, lease: 30_000, wait: 0 })
       yield* Effect.forEach(deliveries, (d) => d.ack, { concurrency: "unbounded" })
@@ -178,6 +190,34 @@ describe("SqsBroker batches (mocked SQS)", () => {
       expect(calls.flatMap((c) => c.args[0].input.Entries!.map((e) => e.ReceiptHandle)).sort()).toEqual(
         deliveries.map((_, i) => `h${i}`).sort()
       )
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.live("FIFO: batches of one group are sent one after another; independent groups concurrently", () => {
+    const { layer, mock } = setup({ fifo: true })
+    let inFlight = 0
+    let maxInFlight = 0
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => {
+      inFlight++
+      maxInFlight = Math.max(maxInFlight, inFlight)
+      await new Promise((resolve) => setTimeout(resolve, 30))
+      inFlight--
+      return { Successful: ok(input.Entries), Failed: [] }
+    })
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      yield* broker.send(
+        "jobs.fifo",
+        messages(30).map((m) => ({ ...m, group: "g" }))
+      )
+      expect(maxInFlight).toBe(1)
+      const entries = mock.commandCalls(SendMessageBatchCommand).flatMap((c) => c.args[0].input.Entries!)
+      expect(entries.map((e) => e.MessageAttributes!["errand-id"]!.StringValue)).toEqual(messages(30).map((m) => m.id))
+      expect(new Set(entries.map((e) => e.MessageGroupId))).toEqual(new Set(["g"]))
+      expect(entries[0]!.MessageDeduplicationId).toBe("j0")
+      maxInFlight = 0
+      yield* broker.send("jobs.fifo", messages(30))
+      expect(maxInFlight).toBeGreaterThan(1)
     }).pipe(Effect.provide(layer))
   })
 })

@@ -18,9 +18,7 @@ afterAll(async () => {
 
 // the layer is built per case, after beforeAll has started the emulator
 const layerFor = (fifo: boolean) =>
-  Layer.unwrap(
-    Effect.sync(() => SqsBroker.layer({ ...Fauxqs.clientOptions(emulator!.endpoint), fifo }))
-  )
+  Layer.unwrap(Effect.sync(() => SqsBroker.layer({ ...Fauxqs.clientOptions(emulator!.endpoint), fifo })))
 
 const restartSkipReason =
   "SQS is persistent, but the fauxqs emulator keeps everything in memory and cannot restart; no restart command for this configuration"

@@ -22,13 +22,23 @@ describe("error mapping", () => {
     expect(map(serviceError("KmsThrottled", "kms")).reason).toBe("Throttled")
     expect(map(serviceError("AccessDenied", "no", 403)).reason).toBe("Unauthorized")
     expect(map(serviceError("InvalidClientTokenId", "bad token", 403)).reason).toBe("Unauthorized")
-    expect(map(new QueueDoesNotExist({ message: "The specified queue does not exist.", $metadata: {} })).reason).toBe("NotFound")
+    expect(map(new QueueDoesNotExist({ message: "The specified queue does not exist.", $metadata: {} })).reason).toBe(
+      "NotFound"
+    )
     expect(map(serviceError("InternalFailure", "oops", 500, "server")).reason).toBe("Connection")
-    expect(map(serviceError("InvalidParameterValue", "Message must be shorter than 262144 bytes.")).reason).toBe("PayloadTooLarge")
+    expect(map(serviceError("InvalidParameterValue", "Message must be shorter than 262144 bytes.")).reason).toBe(
+      "PayloadTooLarge"
+    )
     expect(map(serviceError("BatchRequestTooLong", "too long")).reason).toBe("PayloadTooLarge")
-    expect(map(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:4566"), { code: "ECONNREFUSED" })).reason).toBe("Connection")
+    expect(map(Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:4566"), { code: "ECONNREFUSED" })).reason).toBe(
+      "Connection"
+    )
     expect(map(Object.assign(new Error("socket hang up"), { name: "TimeoutError" })).reason).toBe("Timeout")
-    expect(map(Object.assign(new Error("Could not load credentials from any providers"), { name: "CredentialsProviderError" })).reason).toBe("Unauthorized")
+    expect(
+      map(
+        Object.assign(new Error("Could not load credentials from any providers"), { name: "CredentialsProviderError" })
+      ).reason
+    ).toBe("Unauthorized")
     expect(map(serviceError("Weird", "?")).reason).toBe("Unknown")
     const mapped = map(serviceError("ThrottlingException", "Rate exceeded"))
     expect(mapped.operation).toBe("send")
@@ -43,11 +53,21 @@ describe("error mapping", () => {
         403
       ),
       serviceError("InvalidClientTokenId", `The security token ${token} included in the request is invalid.`, 403),
-      serviceError("AccessDenied", `User arn:aws:iam::123:user/x with key ${keyId} is not authorized; secretAccessKey=${secret}`, 403),
-      serviceError("QueueDoesNotExist", "The queue https://user:pass@sqs.eu-west-1.amazonaws.com/123456789012/private-queue does not exist"),
-      Object.assign(new Error(`connect to https://${keyId}:${secret}@example.com:8443/path?X-Amz-Security-Token=${token} failed`), {
-        code: "ECONNREFUSED"
-      })
+      serviceError(
+        "AccessDenied",
+        `User arn:aws:iam::123:user/x with key ${keyId} is not authorized; secretAccessKey=${secret}`,
+        403
+      ),
+      serviceError(
+        "QueueDoesNotExist",
+        "The queue https://user:pass@sqs.eu-west-1.amazonaws.com/123456789012/private-queue does not exist"
+      ),
+      Object.assign(
+        new Error(`connect to https://${keyId}:${secret}@example.com:8443/path?X-Amz-Security-Token=${token} failed`),
+        {
+          code: "ECONNREFUSED"
+        }
+      )
     ]
     for (const error of errors) {
       const text = `${map(error).message} ${JSON.stringify(map(error))}`
@@ -66,7 +86,7 @@ describe("error mapping", () => {
     const client = new SQSClient({ region: "us-east-1", credentials: { accessKeyId: keyId, secretAccessKey: secret } })
     const mock = mockClient(client)
     mock.on(GetQueueUrlCommand).rejects(serviceError("AccessDenied", `denied for ${keyId}`, 403))
-    return Effect.gen(function*() {
+    return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const error = yield* Effect.flip(broker.stats("jobs"))
       expect(error).toMatchObject({ _tag: "BrokerError", reason: "Unauthorized", operation: "stats" })
@@ -76,7 +96,7 @@ describe("error mapping", () => {
   })
 
   it.live("a real connection failure (nothing listening) maps to Connection without secrets", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const error = yield* Effect.flip(broker.stats("jobs"))
       expect(error.reason).toBe("Connection")
@@ -94,5 +114,6 @@ describe("error mapping", () => {
           })
         )
       )
-    ))
+    )
+  )
 })

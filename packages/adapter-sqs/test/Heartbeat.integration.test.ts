@@ -15,11 +15,11 @@ afterAll(async () => {
 
 describe("visibility heartbeat", () => {
   it.live("extendLease keeps a handler that outlives the visibility timeout single; it stops after settle", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const queue = Fauxqs.queueName("heartbeat")
-      yield* Effect.gen(function*() {
-        yield* broker.send(queue, [{ id: "long", body: "{\"v\":1}", delay: 0, priority: 0 }])
+      yield* Effect.gen(function* () {
+        yield* broker.send(queue, [{ id: "long", body: '{"v":1}', delay: 0, priority: 0 }])
         const [delivery] = yield* broker.take(queue, { max: 1, lease: 1000, wait: 2000 })
         expect(delivery).toBeDefined()
         // the "handler" runs 3.5 s against a 1 s lease, heartbeating every 400 ms
@@ -40,14 +40,15 @@ describe("visibility heartbeat", () => {
         yield* Fiber.interrupt(heartbeat)
         expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
       }).pipe(Effect.ensuring(Effect.ignore(broker.deleteQueue(queue))))
-    }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(Fauxqs.clientOptions(emulator.endpoint))))))
+    }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(Fauxqs.clientOptions(emulator.endpoint)))))
+  )
 
   it.live("without a heartbeat the same handler loses its message to another taker", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const queue = Fauxqs.queueName("heartbeat")
-      yield* Effect.gen(function*() {
-        yield* broker.send(queue, [{ id: "long", body: "{\"v\":1}", delay: 0, priority: 0 }])
+      yield* Effect.gen(function* () {
+        yield* broker.send(queue, [{ id: "long", body: '{"v":1}', delay: 0, priority: 0 }])
         const [delivery] = yield* broker.take(queue, { max: 1, lease: 1000, wait: 2000 })
         expect(delivery).toBeDefined()
         const started = Date.now()
@@ -61,5 +62,6 @@ describe("visibility heartbeat", () => {
         expect(error.reason).toBe("NotFound")
         yield* stolen[0]!.ack
       }).pipe(Effect.ensuring(Effect.ignore(broker.deleteQueue(queue))))
-    }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(Fauxqs.clientOptions(emulator.endpoint))))))
+    }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(Fauxqs.clientOptions(emulator.endpoint)))))
+  )
 })

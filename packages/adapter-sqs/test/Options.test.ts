@@ -4,25 +4,33 @@ import { Effect, Exit, Layer } from "effect"
 import { SqsBroker } from "../src/index.js"
 import { chunk, messageSize, safeBody } from "../src/internal/batch.js"
 
-const brokerOf = Effect.gen(function*() {
+const brokerOf = Effect.gen(function* () {
   return yield* Broker.Broker
 })
 
 describe("options", () => {
   it.live("refuses an http:// endpoint unless allowInsecureEndpoint", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const exit = yield* Effect.exit(
-        Effect.provide(brokerOf, Layer.fresh(SqsBroker.layer({ endpoint: "http://sqs.local:4566", region: "us-east-1" })))
+        Effect.provide(
+          brokerOf,
+          Layer.fresh(SqsBroker.layer({ endpoint: "http://sqs.local:4566", region: "us-east-1" }))
+        )
       )
       expect(Exit.isFailure(exit)).toBe(true)
       const error = yield* Effect.flip(
-        Effect.provide(brokerOf, Layer.fresh(SqsBroker.layer({ endpoint: "http://sqs.local:4566", region: "us-east-1" })))
+        Effect.provide(
+          brokerOf,
+          Layer.fresh(SqsBroker.layer({ endpoint: "http://sqs.local:4566", region: "us-east-1" }))
+        )
       )
       expect(error).toMatchObject({ _tag: "InvalidOption", option: "endpoint" })
       expect(error.message).toContain("sqs.local:4566")
       const ok = yield* Effect.provide(
         brokerOf,
-        Layer.fresh(SqsBroker.layer({ endpoint: "http://sqs.local:4566", allowInsecureEndpoint: true, region: "us-east-1" }))
+        Layer.fresh(
+          SqsBroker.layer({ endpoint: "http://sqs.local:4566", allowInsecureEndpoint: true, region: "us-east-1" })
+        )
       )
       expect(ok.name).toBe("sqs")
       const https = yield* Effect.provide(
@@ -30,24 +38,30 @@ describe("options", () => {
         Layer.fresh(SqsBroker.layer({ endpoint: "https://sqs.eu-west-1.amazonaws.com", region: "eu-west-1" }))
       )
       expect(https.name).toBe("sqs")
-    }))
+    })
+  )
 
   it.live("refuses an endpoint carrying credentials without echoing them", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const error = yield* Effect.flip(
-        Effect.provide(brokerOf, Layer.fresh(SqsBroker.layer({ endpoint: "https://key:secret@sqs.local", region: "x" })))
+        Effect.provide(
+          brokerOf,
+          Layer.fresh(SqsBroker.layer({ endpoint: "https://key:secret@sqs.local", region: "x" }))
+        )
       )
       expect(error._tag).toBe("InvalidOption")
       expect(error.message).not.toContain("secret")
-    }))
+    })
+  )
 
   it.live("refuses nonsense numbers", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const error = yield* Effect.flip(
         Effect.provide(brokerOf, Layer.fresh(SqsBroker.layer({ region: "x", maxMessageBytes: 5_000_000 })))
       )
       expect(error).toMatchObject({ _tag: "InvalidOption", option: "maxMessageBytes" })
-    }))
+    })
+  )
 
   it("declares capabilities per queue type", () => {
     expect(SqsBroker.capabilities()).toEqual({
@@ -59,7 +73,11 @@ describe("options", () => {
       maxPayloadBytes: 262_144 - 1024,
       persistent: true
     })
-    expect(SqsBroker.capabilities({ fifo: true })).toMatchObject({ maxDelay: 0, ordering: "per-group", deduplication: true })
+    expect(SqsBroker.capabilities({ fifo: true })).toMatchObject({
+      maxDelay: 0,
+      ordering: "per-group",
+      deduplication: true
+    })
     expect(SqsBroker.capabilities({ maxMessageBytes: 1_048_576 }).maxPayloadBytes).toBe(1_048_576 - 1024)
   })
 })
@@ -93,7 +111,7 @@ describe("queue names", () => {
 
   it("the broker's validateQueueName follows the layer's fifo option", () =>
     Effect.runPromise(
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const broker = yield* Broker.Broker
         expect(broker.validateQueueName("jobs")).toMatch(/\.fifo/u)
         expect(broker.validateQueueName("jobs.fifo")).toBeUndefined()
@@ -104,7 +122,12 @@ describe("queue names", () => {
 
 describe("batching helpers", () => {
   it("splits by count and bytes", () => {
-    expect(chunk(Array.from({ length: 25 }, () => 1), 1000).map((b) => b.length)).toEqual([10, 10, 5])
+    expect(
+      chunk(
+        Array.from({ length: 25 }, () => 1),
+        1000
+      ).map((b) => b.length)
+    ).toEqual([10, 10, 5])
     expect(chunk([60, 60, 60, 200, 10], 128)).toEqual([[0, 1], [2], [3], [4]])
     expect(chunk([], 100)).toEqual([])
   })

@@ -26,7 +26,10 @@ beforeAll(async () => {
     req.on("end", () => {
       if (fault !== undefined && fault.remaining > 0) {
         fault.remaining--
-        res.writeHead(fault.status, { "content-type": "application/x-amz-json-1.0", "x-amzn-query-error": `${fault.type};Sender` })
+        res.writeHead(fault.status, {
+          "content-type": "application/x-amz-json-1.0",
+          "x-amzn-query-error": `${fault.type};Sender`
+        })
         res.end(JSON.stringify({ __type: `com.amazonaws.sqs#${fault.type}`, message: "Rate exceeded" }))
         return
       }
@@ -54,27 +57,31 @@ const layer = (attempts: number) =>
 
 describe("throttling and 5xx", () => {
   it.live("throttled and 5xx calls are retried with backoff; the send is confirmed", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const queue = Fauxqs.queueName("throttle")
-      yield* Effect.gen(function*() {
+      yield* Effect.gen(function* () {
         yield* broker.stats(queue) // resolve nothing yet
         seen.clear()
         faults.set("SendMessageBatch", { remaining: 2, status: 400, type: "ThrottlingException" })
-        yield* broker.send(queue, [{ id: "t1", body: "one", delay: 0, priority: 0 }, { id: "t2", body: "two", delay: 0, priority: 0 }])
+        yield* broker.send(queue, [
+          { id: "t1", body: "one", delay: 0, priority: 0 },
+          { id: "t2", body: "two", delay: 0, priority: 0 }
+        ])
         expect(seen.get("SendMessageBatch")).toBe(3)
         faults.set("ReceiveMessage", { remaining: 1, status: 500, type: "InternalFailure" })
         const got = yield* broker.take(queue, { max: 2, lease: 30_000, wait: 1000 })
         expect(got.length).toBe(2)
         expect(seen.get("ReceiveMessage")).toBe(2)
       }).pipe(Effect.ensuring(Effect.ignore(broker.deleteQueue(queue))))
-    }).pipe(Effect.provide(layer(4))))
+    }).pipe(Effect.provide(layer(4)))
+  )
 
   it.live("throttling that outlasts the retries fails with BrokerError Throttled", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const queue = Fauxqs.queueName("throttle")
-      yield* Effect.gen(function*() {
+      yield* Effect.gen(function* () {
         yield* broker.send(queue, [{ id: "warm", body: "w", delay: 0, priority: 0 }])
         seen.clear()
         faults.set("SendMessageBatch", { remaining: 100, status: 400, type: "ThrottlingException" })
@@ -85,6 +92,10 @@ describe("throttling and 5xx", () => {
         expect(error.isRetryable).toBe(true)
         expect(seen.get("SendMessageBatch")).toBe(2)
         expect(error.message).not.toContain("test") // the static test credentials
-      }).pipe(Effect.ensuring(Effect.sync(() => faults.clear())), Effect.ensuring(Effect.ignore(broker.deleteQueue(queue))))
-    }).pipe(Effect.provide(layer(2))))
+      }).pipe(
+        Effect.ensuring(Effect.sync(() => faults.clear())),
+        Effect.ensuring(Effect.ignore(broker.deleteQueue(queue)))
+      )
+    }).pipe(Effect.provide(layer(2)))
+  )
 })

@@ -3,7 +3,7 @@
  * `SQS_ENDPOINT` when set. Use from vitest `beforeAll` / `afterAll`.
  */
 import type { AddressInfo } from "node:net"
-import { SqsBroker } from "../src/index.js"
+import { type SqsBroker } from "../src/index.js"
 import { buildApp } from "fauxqs"
 
 export interface Emulator {

@@ -77,6 +77,8 @@ export class Client {
   private publishSequence = 0
   private readonly returned = new Set<string>()
   private readonly channels = new Set<amqp.Channel>()
+  /** Why the server closed a channel (a channel-level error), if it did. */
+  private readonly channelErrors = new WeakMap<amqp.Channel, Error>()
 
   private constructor(
     readonly options: ClientOptions,
@@ -122,7 +124,10 @@ export class Client {
 
   private track<C extends amqp.Channel>(channel: C): C {
     this.channels.add(channel)
-    channel.on("error", (error: Error) => this.options.log("debug", `channel error: ${error.message}`))
+    channel.on("error", (error: Error) => {
+      this.channelErrors.set(channel, error)
+      this.options.log("debug", `channel error: ${error.message}`)
+    })
     channel.on("close", () => this.channels.delete(channel))
     return channel
   }
@@ -210,19 +215,23 @@ export class Client {
   private async declare(queue: string): Promise<void> {
     const settings = this.options.settings
     const channel = await this.adminChannel()
-    await channel.assertQueue(queue, Topology.workQueueOptions(settings))
-    await channel.assertQueue(Topology.deadLetterQueue(queue), Topology.deadLetterQueueOptions(settings))
-    await channel.assertExchange(Topology.delayExchange(queue), "topic", { durable: true })
-    const pending: Array<Promise<unknown>> = []
-    for (let tier = 0; tier < settings.tiers; tier++) {
-      pending.push(channel.assertExchange(Topology.afterTierExchange(queue, settings, tier), "topic", { durable: true }))
-      pending.push(
+    const tiers = Array.from({ length: settings.tiers }, (_, tier) => tier)
+    // amqplib pipelines these RPCs on the channel; waiting per group keeps the order that matters
+    // (exchanges and queues exist before they are bound).
+    await Promise.all([
+      channel.assertQueue(queue, Topology.workQueueOptions(settings)),
+      channel.assertQueue(Topology.deadLetterQueue(queue), Topology.deadLetterQueueOptions(settings)),
+      ...tiers.map((tier) => channel.assertExchange(Topology.routeExchange(queue, settings, tier), "topic", { durable: true })),
+      ...tiers.map((tier) =>
         channel.assertQueue(Topology.waitQueue(queue, settings, tier), Topology.waitQueueOptions(queue, settings, tier))
       )
-    }
-    await Promise.all(pending)
+    ])
     await Promise.all(
-      Topology.bindings(queue, settings).map((binding) => channel.bindQueue(binding.queue, binding.exchange, binding.pattern))
+      Topology.bindings(queue, settings).map((binding) =>
+        binding.kind === "queue"
+          ? channel.bindQueue(binding.destination, binding.exchange, binding.pattern)
+          : channel.bindExchange(binding.destination, binding.exchange, binding.pattern)
+      )
     )
   }
 
@@ -232,7 +241,7 @@ export class Client {
     const tiers = Array.from({ length: settings.tiers }, (_, tier) => tier)
     return {
       queues: [queue, Topology.deadLetterQueue(queue), ...tiers.map((tier) => Topology.waitQueue(queue, settings, tier))],
-      exchanges: [Topology.delayExchange(queue), ...tiers.map((tier) => Topology.afterTierExchange(queue, settings, tier))]
+      exchanges: tiers.map((tier) => Topology.routeExchange(queue, settings, tier))
     }
   }
 
@@ -265,6 +274,10 @@ export class Client {
             // RabbitMQ sends basic.return before the basic.ack of the same message.
             const wasReturned = this.returned.delete(id)
             if (error !== null && error !== undefined) {
+              // The server closed the channel because of a message (too large, missing exchange):
+              // report that, not a retryable connection loss.
+              const closedBy = this.channelErrors.get(channel)
+              if (closedBy !== undefined) return reject(closedBy)
               const message = error instanceof Error ? error.message : String(error)
               return reject(
                 /nack/iu.test(message)

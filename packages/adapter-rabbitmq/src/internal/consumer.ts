@@ -89,6 +89,8 @@ export class QueueConsumer {
       this.consumerTag = reply.consumerTag
       this.prefetch = prefetch
     } catch (error) {
+      // The queue may have been deleted behind our back: declare it again next time.
+      this.client.forgetTopology(this.queue)
       await channel.close().catch(() => {})
       throw error
     }
@@ -111,7 +113,10 @@ export class QueueConsumer {
   private onMessage(channel: amqp.Channel, generation: number, message: amqp.ConsumeMessage | null): void {
     if (message === null) {
       // Cancelled by the broker (queue deleted): start over, which declares the queue again.
-      if (generation === this.generation && !this.closed) void channel.close().catch(() => {})
+      if (generation === this.generation && !this.closed) {
+        this.client.forgetTopology(this.queue)
+        void channel.close().catch(() => {})
+      }
       return
     }
     if (this.closed || generation !== this.generation) {

@@ -5,11 +5,13 @@
  * collide with a user's queue.
  *
  * Delays use power-of-two wait tiers: tier k is a queue whose per-queue TTL is
- * `resolution * 2^k` ms. A delay is rounded up to the resolution and written in binary; the
- * message visits the tiers of its set bits from the highest to the lowest. Each tier queue
- * dead-letters into its own topic exchange, whose bindings read the bits (the routing key, which
- * dead-lettering preserves) and send the message to the next lower set bit, or to the work queue
- * once no bit is left. Every message in one tier has the same TTL, so the FIFO tier never blocks a
+ * `resolution * 2^k` ms. A delay is rounded up to the resolution and written in binary, one
+ * routing-key word per tier (highest first); the message visits the tiers of its set bits from the
+ * highest to the lowest. Routing exchange k (a topic exchange) looks at bit k: set → wait tier k,
+ * clear → routing exchange k−1 (an exchange-to-exchange binding), and below bit 0 the work queue.
+ * Tier k dead-letters into routing exchange k−1 (tier 0 straight into the work queue); dead-lettering
+ * keeps the routing key, so the bits travel with the message. That is N queues, N exchanges and 2N
+ * bindings for N tiers. Every message in one tier has the same TTL, so the FIFO tier never blocks a
  * short message behind a long one.
  */
 import type { Options } from "amqplib"
@@ -26,12 +28,15 @@ export interface TopologySettings {
 }
 
 export const deadLetterQueue = (queue: string): string => `${queue}~dlq`
-export const delayExchange = (queue: string): string => `${queue}~delay`
 export const tierTtl = (settings: TopologySettings, tier: number): number => settings.resolution * 2 ** tier
 export const waitQueue = (queue: string, settings: TopologySettings, tier: number): string =>
   `${queue}~wait~${tierTtl(settings, tier)}`
-export const afterTierExchange = (queue: string, settings: TopologySettings, tier: number): string =>
-  `${queue}~after~${tierTtl(settings, tier)}`
+/** The topic exchange that reads bit `tier` of a delayed message's routing key. */
+export const routeExchange = (queue: string, settings: TopologySettings, tier: number): string =>
+  `${queue}~route~${tierTtl(settings, tier)}`
+/** Where delayed messages are published: the routing exchange of the highest tier. */
+export const delayExchange = (queue: string, settings: TopologySettings): string =>
+  routeExchange(queue, settings, settings.tiers - 1)
 
 /** Largest delay the tiers can express: the sum of all tiers. */
 export const maxDelay = (settings: TopologySettings): number => settings.resolution * (2 ** settings.tiers - 1)
@@ -73,13 +78,18 @@ export const deadLetterQueueOptions = (settings: TopologySettings): Options.Asse
   arguments: typeArguments(settings)
 })
 
-/** Arguments of wait tier `tier`: per-queue TTL, dead-letter into the tier's router exchange. */
+/**
+ * Arguments of wait tier `tier`: per-queue TTL, dead-letter into the next lower routing exchange
+ * (tier 0: into the work queue through the default exchange).
+ */
 export const waitQueueOptions = (queue: string, settings: TopologySettings, tier: number): Options.AssertQueue => ({
   durable: true,
   arguments: {
     ...typeArguments(settings),
     "x-message-ttl": tierTtl(settings, tier),
-    "x-dead-letter-exchange": afterTierExchange(queue, settings, tier),
+    ...(tier > 0
+      ? { "x-dead-letter-exchange": routeExchange(queue, settings, tier - 1) }
+      : { "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue }),
     // Quorum queues dead-letter at most once unless asked; at-least-once needs reject-publish.
     ...(settings.queueType === "quorum" ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" } : {})
   }
@@ -87,10 +97,11 @@ export const waitQueueOptions = (queue: string, settings: TopologySettings, tier
 
 const repeat = (word: string, count: number): Array<string> => Array.from({ length: count }, () => word)
 
-/** One binding: from `exchange` to `queue` with the topic `pattern`. */
+/** One binding: from `exchange` to a queue or an exchange (`destination`) with the topic `pattern`. */
 export interface Binding {
   readonly exchange: string
-  readonly queue: string
+  readonly destination: string
+  readonly kind: "queue" | "exchange"
   readonly pattern: string
 }
 
@@ -98,25 +109,15 @@ export interface Binding {
 export const bindings = (queue: string, settings: TopologySettings): ReadonlyArray<Binding> => {
   const n = settings.tiers
   const result: Array<Binding> = []
-  // Entry: the highest set bit picks the first tier.
-  for (let j = 0; j < n; j++) {
-    result.push({
-      exchange: delayExchange(queue),
-      queue: waitQueue(queue, settings, j),
-      pattern: [...repeat("0", n - 1 - j), "1", "#"].join(".")
-    })
-  }
-  // After tier k: the next lower set bit, or the work queue when none is left.
-  for (let k = 0; k < n; k++) {
-    const exchange = afterTierExchange(queue, settings, k)
-    for (let j = 0; j < k; j++) {
-      result.push({
-        exchange,
-        queue: waitQueue(queue, settings, j),
-        pattern: [...repeat("*", n - k), ...repeat("0", k - 1 - j), "1", "#"].join(".")
-      })
-    }
-    result.push({ exchange, queue, pattern: [...repeat("*", n - k), ...repeat("0", k)].join(".") })
+  for (let tier = 0; tier < n; tier++) {
+    const exchange = routeExchange(queue, settings, tier)
+    const prefix = repeat("*", n - 1 - tier)
+    result.push({ exchange, destination: waitQueue(queue, settings, tier), kind: "queue", pattern: [...prefix, "1", "#"].join(".") })
+    result.push(
+      tier > 0
+        ? { exchange, destination: routeExchange(queue, settings, tier - 1), kind: "exchange", pattern: [...prefix, "0", "#"].join(".") }
+        : { exchange, destination: queue, kind: "queue", pattern: [...prefix, "0"].join(".") }
+    )
   }
   return result
 }

@@ -139,22 +139,27 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   const describe = (name: string, url: string) =>
     call("GetQueueAttributes", (abortSignal) =>
-      client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: queueAttributeNames }), { abortSignal })).pipe(
-        Effect.map((out): QueueInfo => {
-          const attributes = out.Attributes ?? {}
-          const max = Number(attributes.MaximumMessageSize ?? 262_144)
-          return {
-            name,
-            url,
-            fifo: attributes.FifoQueue === "true" || name.endsWith(".fifo"),
-            maxMessageBytes: Number.isFinite(max) && max > 0 ? max : 262_144,
-            retentionSeconds: Number(attributes.MessageRetentionPeriod ?? 345_600)
-          }
-        })
-      )
+      client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: queueAttributeNames }), {
+        abortSignal
+      })
+    ).pipe(
+      Effect.map((out): QueueInfo => {
+        const attributes = out.Attributes ?? {}
+        const max = Number(attributes.MaximumMessageSize ?? 262_144)
+        return {
+          name,
+          url,
+          fifo: attributes.FifoQueue === "true" || name.endsWith(".fifo"),
+          maxMessageBytes: Number.isFinite(max) && max > 0 ? max : 262_144,
+          retentionSeconds: Number(attributes.MessageRetentionPeriod ?? 345_600)
+        }
+      })
+    )
 
   const lookup = (name: string) =>
-    call("GetQueueUrl", (abortSignal) => client.send(new GetQueueUrlCommand({ QueueName: name }), { abortSignal })).pipe(
+    call("GetQueueUrl", (abortSignal) =>
+      client.send(new GetQueueUrlCommand({ QueueName: name }), { abortSignal })
+    ).pipe(
       Effect.map((out) => out.QueueUrl),
       Effect.catchIf(isQueueMissing, () => Effect.succeed(undefined))
     )
@@ -169,17 +174,20 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   const createRaw = (name: string, attributes: Record<string, string>) =>
     call("CreateQueue", (abortSignal) =>
-      client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }), { abortSignal })).pipe(
-        Effect.flatMap((out) =>
-          out.QueueUrl === undefined ? Effect.fail(new Error("CreateQueue returned no QueueUrl")) : Effect.succeed(out.QueueUrl)
-        )
+      client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }), { abortSignal })
+    ).pipe(
+      Effect.flatMap((out) =>
+        out.QueueUrl === undefined
+          ? Effect.fail(new Error("CreateQueue returned no QueueUrl"))
+          : Effect.succeed(out.QueueUrl)
       )
+    )
 
   const resolveRaw = (name: string, create: boolean, dead: boolean): Effect.Effect<QueueInfo | undefined, unknown> =>
     Effect.suspend(() => {
       const cached = queues.get(name)
       if (cached !== undefined) return Effect.succeed(cached)
-      return Effect.gen(function*() {
+      return Effect.gen(function* () {
         let url = yield* lookup(name)
         if (url === undefined) {
           if (!create) return undefined
@@ -189,7 +197,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             const arn = yield* call("GetQueueAttributes", (abortSignal) =>
               client.send(new GetQueueAttributesCommand({ QueueUrl: dlq!.url, AttributeNames: ["QueueArn"] }), {
                 abortSignal
-              }))
+              })
+            )
             attributes.RedrivePolicy = JSON.stringify({
               deadLetterTargetArn: arn.Attributes?.QueueArn,
               maxReceiveCount: settings.redrivePolicy.maxReceiveCount
@@ -222,13 +231,19 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     resolveRaw(deadLetterQueueName(queue), create && settings.createQueues, true).pipe(mapped(operation))
 
   /** Forget a queue whose URL stopped working (deleted behind our back), so the next call resolves it again. */
-  const forgetOnMissing = <A, E>(name: string) => (effect: Effect.Effect<A, E>) =>
-    Effect.tapError(effect, (error) =>
-      Effect.sync(() => {
-        if (isQueueMissing(error) || (typeof error === "object" && error !== null && reasonOf(error) === "NotFound")) {
-          queues.delete(name)
-        }
-      }))
+  const forgetOnMissing =
+    <A, E>(name: string) =>
+    (effect: Effect.Effect<A, E>) =>
+      Effect.tapError(effect, (error) =>
+        Effect.sync(() => {
+          if (
+            isQueueMissing(error) ||
+            (typeof error === "object" && error !== null && reasonOf(error) === "NotFound")
+          ) {
+            queues.delete(name)
+          }
+        })
+      )
 
   // ---------------------------------------------------------------- receipt handles
 
@@ -237,6 +252,22 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   const handleKey = (url: string, messageId: string) => `${url}\n${messageId}`
   const latestHandle = (url: string, messageId: string, fallback: string) =>
     handles.get(handleKey(url, messageId)) ?? fallback
+  const maxHandles = 100_000
+  const rememberHandle = (url: string, messageId: string, receiptHandle: string) => {
+    const key = handleKey(url, messageId)
+    handles.delete(key) // re-insert at the end: the map stays in receive order
+    handles.set(key, receiptHandle)
+    // messages settled elsewhere never come back to clear their entry: drop the oldest
+    if (handles.size > maxHandles) {
+      const oldest = handles.keys().next()
+      if (oldest.done !== true) handles.delete(oldest.value)
+    }
+  }
+  /** Forget a handle once its delivery gave the message back (it is no longer ours to delete). */
+  const forgetHandle = (url: string, messageId: string, receiptHandle: string) => {
+    const key = handleKey(url, messageId)
+    if (handles.get(key) === receiptHandle) handles.delete(key)
+  }
 
   // ---------------------------------------------------------------- deletes
 
@@ -244,7 +275,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     url: string,
     items: ReadonlyArray<{ readonly messageId: string; readonly receiptHandle: string }>
   ): Effect.Effect<Array<BrokerError | undefined>, never> =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const outcome: Array<BrokerError | undefined> = items.map(() => undefined)
       let pending = items.map((_, index) => index)
       for (let attempt = 0; pending.length > 0; attempt++) {
@@ -260,7 +291,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
               }))
             }),
             { abortSignal }
-          )).pipe(Effect.result)
+          )
+        ).pipe(Effect.result)
         if (result._tag === "Failure") {
           const error = toBrokerError("DeleteMessageBatch", endpointLabel)(result.failure)
           if (last || !error.isRetryable) {
@@ -299,7 +331,10 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   const deleteResolver = RequestResolver.makeGrouped<DeleteRequest, string>({
     key: (entry) => entry.request.queueUrl,
     resolver: (entries, url) =>
-      deleteBatch(url, entries.map((entry) => entry.request)).pipe(
+      deleteBatch(
+        url,
+        entries.map((entry) => entry.request)
+      ).pipe(
         Effect.map((outcome) => {
           entries.forEach((entry, index) => {
             const error = outcome[index]
@@ -307,20 +342,28 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           })
         })
       )
-  }).pipe(
-    RequestResolver.batchN(maxBatchEntries),
-    RequestResolver.setDelay(settings.deleteBatchWindow)
-  )
+  }).pipe(RequestResolver.batchN(maxBatchEntries), RequestResolver.setDelay(settings.deleteBatchWindow))
 
   /** Delete one message; concurrent deletes on one queue share `DeleteMessageBatch` calls. */
   const deleteMessage = (url: string, messageId: string, receiptHandle: string) =>
     Effect.request(DeleteRequest({ queueUrl: url, messageId, receiptHandle }), deleteResolver)
 
-  const deleteMany = (url: string, items: ReadonlyArray<{ readonly messageId: string; readonly receiptHandle: string }>) =>
-    Effect.forEach(chunk(items.map(() => 1), maxBatchEntries), (indexes) =>
-      deleteBatch(url, indexes.map((index) => items[index]!)), { concurrency: settings.sendConcurrency }).pipe(
-        Effect.map((parts) => parts.flat())
-      )
+  const deleteMany = (
+    url: string,
+    items: ReadonlyArray<{ readonly messageId: string; readonly receiptHandle: string }>
+  ) =>
+    Effect.forEach(
+      chunk(
+        items.map(() => 1),
+        maxBatchEntries
+      ),
+      (indexes) =>
+        deleteBatch(
+          url,
+          indexes.map((index) => items[index]!)
+        ),
+      { concurrency: settings.sendConcurrency }
+    ).pipe(Effect.map((parts) => parts.flat()))
 
   // ---------------------------------------------------------------- sends
 
@@ -336,13 +379,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
         }),
         { abortSignal }
-      )).pipe(
-        Effect.map((out): SentEntry => ({ messageId: out.MessageId ?? "", sequenceNumber: out.SequenceNumber })),
-        mapped("SendMessage")
       )
+    ).pipe(
+      Effect.map((out): SentEntry => ({ messageId: out.MessageId ?? "", sequenceNumber: out.SequenceNumber })),
+      mapped("SendMessage")
+    )
 
   const sendBatch = (url: string, entries: ReadonlyArray<OutEntry>) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const results: Array<SentEntry | undefined> = entries.map(() => undefined)
       let pending = entries.map((_, index) => index)
       for (let attempt = 0; pending.length > 0; attempt++) {
@@ -358,14 +402,17 @@ export const make = (settings: Settings): Broker.BrokerShape => {
                   Id: String(position),
                   MessageBody: entry.body,
                   MessageAttributes: entry.attributes,
-                  ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0 ? { DelaySeconds: entry.delaySeconds } : {}),
+                  ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0
+                    ? { DelaySeconds: entry.delaySeconds }
+                    : {}),
                   ...(entry.groupId !== undefined ? { MessageGroupId: entry.groupId } : {}),
                   ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
                 }
               })
             }),
             { abortSignal }
-          )).pipe(mapped("SendMessageBatch"))
+          )
+        ).pipe(mapped("SendMessageBatch"))
         const failed = new Map((out.Failed ?? []).map((entry) => [entry.Id, entry]))
         for (const ok of out.Successful ?? []) {
           const index = sent[Number(ok.Id)]
@@ -398,18 +445,20 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   /** Send entries: batches of ≤ 10 and ≤ the byte budget, run concurrently (bounded). Results in input order. */
   const sendEntries = (info: QueueInfo, given: ReadonlyArray<OutEntry>, operation: string) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
-      const entries = given.map((entry): OutEntry => ({
-        ...entry,
-        body: safe(entry.body),
-        attributes: Object.fromEntries(
-          Object.entries(entry.attributes).map(([name, value]) => [
-            name,
-            value.StringValue === undefined ? value : { ...value, StringValue: safe(value.StringValue) }
-          ])
-        )
-      }))
+      const entries = given.map(
+        (entry): OutEntry => ({
+          ...entry,
+          body: safe(entry.body),
+          attributes: Object.fromEntries(
+            Object.entries(entry.attributes).map(([name, value]) => [
+              name,
+              value.StringValue === undefined ? value : { ...value, StringValue: safe(value.StringValue) }
+            ])
+          )
+        })
+      )
       const sizes = entries.map((entry) => messageSize(entry.body, entry.attributes))
       for (const size of sizes) {
         if (size > info.maxMessageBytes) {
@@ -423,16 +472,34 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         }
       }
       const batches = chunk(sizes, settings.maxBatchBytes)
+      // FIFO: a group spread over several batches must be sent batch after batch to keep its order
+      let concurrency = settings.sendConcurrency
+      if (info.fifo && batches.length > 1) {
+        const batchOfGroup = new Map<string | undefined, number>()
+        batches.forEach((indexes, batch) => {
+          for (const index of indexes) {
+            const group = entries[index]!.groupId
+            const previous = batchOfGroup.get(group)
+            if (previous !== undefined && previous !== batch) concurrency = 1
+            batchOfGroup.set(group, batch)
+          }
+        })
+      }
       const parts = yield* Effect.forEach(
         batches,
         (indexes) =>
           indexes.length === 1 && sizes[indexes[0]!]! > settings.maxBatchBytes
             ? Effect.map(sendOne(info.url, entries[indexes[0]!]!), (result) => [result])
-            : sendBatch(info.url, indexes.map((index) => entries[index]!)),
-        { concurrency: settings.sendConcurrency }
+            : sendBatch(
+                info.url,
+                indexes.map((index) => entries[index]!)
+              ),
+        { concurrency }
       )
       const results: Array<SentEntry> = new Array(entries.length)
-      batches.forEach((indexes, batch) => indexes.forEach((index, position) => (results[index] = parts[batch]![position]!)))
+      batches.forEach((indexes, batch) =>
+        indexes.forEach((index, position) => (results[index] = parts[batch]![position]!))
+      )
       return results
     }).pipe(
       forgetOnMissing(info.name),
@@ -455,7 +522,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   }
 
   const send: Broker.BrokerShape["send"] = (queue, messages) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (messages.length === 0) return []
       const info = yield* resolveExisting("send", queue)
       const entries: Array<OutEntry> = []
@@ -475,10 +542,11 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       }
       const sent = yield* sendEntries(info, entries, "send")
       const now = Date.now()
-      return messages.map((message, index): Broker.SendResult =>
-        info.fifo && isDuplicate(info.url, entries[index]!.dedupId!, sent[index]!.messageId, now)
-          ? { id: message.id, duplicate: true }
-          : { id: message.id, duplicate: false }
+      return messages.map(
+        (message, index): Broker.SendResult =>
+          info.fifo && isDuplicate(info.url, entries[index]!.dedupId!, sent[index]!.messageId, now)
+            ? { id: message.id, duplicate: true }
+            : { id: message.id, duplicate: false }
       )
     })
 
@@ -489,7 +557,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       client.send(
         new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: receiptHandle, VisibilityTimeout: timeout }),
         { abortSignal }
-      )).pipe(Effect.asVoid, Effect.mapError((error) => ({ stale: isStaleReceipt(error), error: toBrokerError(operation, endpointLabel)(error) })))
+      )
+    ).pipe(
+      Effect.asVoid,
+      Effect.mapError((error) => ({
+        stale: isStaleReceipt(error),
+        error: toBrokerError(operation, endpointLabel)(error)
+      }))
+    )
 
   const notBeforeOf = (body: string): Effect.Effect<number | undefined> =>
     Envelope.decode(body).pipe(
@@ -515,10 +590,13 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     const once = (effect: Effect.Effect<void, BrokerError>) =>
       lock.withPermits(1)(
         Effect.suspend(() =>
-          settled ? Effect.void : Effect.tap(effect, () =>
-            Effect.sync(() => {
-              settled = true
-            }))
+          settled
+            ? Effect.void
+            : Effect.tap(effect, () =>
+                Effect.sync(() => {
+                  settled = true
+                })
+              )
         )
       )
 
@@ -528,7 +606,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       )
 
     const replaceWith = (operation: string, send: Effect.Effect<unknown, BrokerError>) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         if (!replaced) {
           yield* send
           replaced = true
@@ -540,7 +618,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
     const retry = (options: { readonly body: string; readonly delay: number }) =>
       once(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           if (replaced) return yield* removeOriginal("retry")
           if (info.fifo && options.body === body) {
             // unchanged body (a delay hop): keep the message and hide it, the only per-message delay FIFO has
@@ -550,7 +628,10 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             const ageSeconds = (Date.now() - sentAt) / 1000
             // past the retention period SQS drops the message even while hidden: re-send it instead
             if (ageSeconds + timeout < info.retentionSeconds - 3600) {
-              return yield* changeVisibility("retry", info.url, ownHandle, timeout).pipe(Effect.mapError((e) => e.error))
+              return yield* changeVisibility("retry", info.url, ownHandle, timeout).pipe(
+                Effect.mapError((e) => e.error),
+                Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
+              )
             }
           }
           const entry: OutEntry = {
@@ -566,12 +647,16 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
     const deadLetter = (record: Broker.DeadLetterRecord) =>
       once(
-        Effect.gen(function*() {
+        Effect.gen(function* () {
           if (replaced) return yield* removeOriginal("deadLetter")
           const dlq = yield* resolveDeadLetter("deadLetter", info.name, true)
           if (dlq === undefined) {
             return yield* Effect.fail(
-              brokerError("NotFound", "deadLetter", `SQS dead-letter queue of ${info.name} does not exist (createQueues is off)`)
+              brokerError(
+                "NotFound",
+                "deadLetter",
+                `SQS dead-letter queue of ${info.name} does not exist (createQueues is off)`
+              )
             )
           }
           const attributes: Record<string, MessageAttributeValue> = {
@@ -581,8 +666,12 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             [attr.failedAt]: numberAttribute(record.failedAt),
             [attr.source]: stringAttribute(messageId)
           }
-          const budget = dlq.maxMessageBytes - messageSize(record.body, attributes) - attr.error.length - 6 - 8
-          attributes[attr.error] = stringAttribute(truncateUtf8(record.error.length === 0 ? "-" : record.error, Math.max(1, budget)))
+          // the error text is cut so that body and attributes fit the dead-letter queue's size limit
+          const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
+          const budget = dlq.maxMessageBytes - messageSize(safe(record.body), attributes) - attr.error.length - 6 - 8
+          attributes[attr.error] = stringAttribute(
+            truncateUtf8(record.error.length === 0 ? "-" : safe(record.error), Math.max(1, budget))
+          )
           const entry: OutEntry = {
             body: record.body.length === 0 ? " " : record.body,
             attributes,
@@ -598,12 +687,12 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           settled
             ? Effect.void
             : changeVisibility("extendLease", info.url, ownHandle, seconds(ms, maxVisibilitySeconds)).pipe(
-              Effect.mapError((e) =>
-                e.stale
-                  ? brokerError("NotFound", "extendLease", "the lease was lost: the message is no longer in flight")
-                  : e.error
+                Effect.mapError((e) =>
+                  e.stale
+                    ? brokerError("NotFound", "extendLease", "the lease was lost: the message is no longer in flight")
+                    : e.error
+                )
               )
-            )
         )
       )
 
@@ -612,10 +701,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         replaced
           ? removeOriginal("release")
           : changeVisibility("release", info.url, ownHandle, 0).pipe(
-            // no longer in flight: it is visible again already
-            Effect.catchIf((e) => e.stale, () => Effect.void),
-            Effect.mapError((e) => e.error)
-          )
+              // no longer in flight: it is visible again already
+              Effect.catchIf(
+                (e) => e.stale,
+                () => Effect.void
+              ),
+              Effect.mapError((e) => e.error),
+              Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
+            )
       )
     )
 
@@ -643,21 +736,22 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           MessageAttributeNames: ["All"]
         }),
         { abortSignal }
-      )).pipe(
-        Effect.map((out) => {
-          const messages = out.Messages ?? []
-          for (const message of messages) {
-            if (message.MessageId !== undefined && message.ReceiptHandle !== undefined) {
-              handles.set(handleKey(info.url, message.MessageId), message.ReceiptHandle)
-            }
-          }
-          return messages
-        }),
-        forgetOnMissing(info.name)
       )
+    ).pipe(
+      Effect.map((out) => {
+        const messages = out.Messages ?? []
+        for (const message of messages) {
+          if (message.MessageId !== undefined && message.ReceiptHandle !== undefined) {
+            rememberHandle(info.url, message.MessageId, message.ReceiptHandle)
+          }
+        }
+        return messages
+      }),
+      forgetOnMissing(info.name)
+    )
 
   const take: Broker.BrokerShape["take"] = (queue, options) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (options.max <= 0) return []
       const info = yield* resolveExisting("take", queue)
       const visibility = Math.max(1, seconds(options.lease, maxVisibilitySeconds))
@@ -715,13 +809,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           ]
         }),
         { abortSignal }
-      )).pipe(
-        Effect.map((out) => ({
-          visible: Number(out.Attributes?.ApproximateNumberOfMessages ?? 0),
-          notVisible: Number(out.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0),
-          delayed: Number(out.Attributes?.ApproximateNumberOfMessagesDelayed ?? 0)
-        }))
       )
+    ).pipe(
+      Effect.map((out) => ({
+        visible: Number(out.Attributes?.ApproximateNumberOfMessages ?? 0),
+        notVisible: Number(out.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0),
+        delayed: Number(out.Attributes?.ApproximateNumberOfMessagesDelayed ?? 0)
+      }))
+    )
 
   /**
    * Receive every visible message of a dead-letter queue (hidden briefly), let `use` decide, then
@@ -731,11 +826,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   const scan = <A>(
     operation: string,
     queue: string,
-    use: (dlq: QueueInfo, messages: ReadonlyArray<Message>) => Effect.Effect<{ readonly result: A; readonly removed: ReadonlySet<string> }, BrokerError>,
+    use: (
+      dlq: QueueInfo,
+      messages: ReadonlyArray<Message>
+    ) => Effect.Effect<{ readonly result: A; readonly removed: ReadonlySet<string> }, BrokerError>,
     empty: A
   ): Effect.Effect<A, BrokerError> =>
     scanLock(queue).withPermits(1)(
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const dlq = yield* resolveDeadLetter(operation, queue, false)
         if (dlq === undefined) return empty
         const counts = yield* approximateCounts(dlq.url).pipe(mapped(operation))
@@ -744,24 +842,35 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         let removedIds: ReadonlySet<string> = new Set()
         const restore = Effect.suspend(() => {
           const items = collected.filter((message) => !removedIds.has(message.MessageId ?? ""))
-          return Effect.forEach(chunk(items.map(() => 1), maxBatchEntries), (indexes) =>
-            call("ChangeMessageVisibilityBatch", (abortSignal) =>
-              client.send(
-                new ChangeMessageVisibilityBatchCommand({
-                  QueueUrl: dlq.url,
-                  Entries: indexes.map((index, position) => ({
-                    Id: String(position),
-                    ReceiptHandle: items[index]!.ReceiptHandle,
-                    VisibilityTimeout: 0
-                  }))
-                }),
-                { abortSignal }
-              )), { concurrency: settings.sendConcurrency, discard: true }).pipe(Effect.ignore)
+          for (const item of items) forgetHandle(dlq.url, item.MessageId ?? "", item.ReceiptHandle ?? "")
+          return Effect.forEach(
+            chunk(
+              items.map(() => 1),
+              maxBatchEntries
+            ),
+            (indexes) =>
+              call("ChangeMessageVisibilityBatch", (abortSignal) =>
+                client.send(
+                  new ChangeMessageVisibilityBatchCommand({
+                    QueueUrl: dlq.url,
+                    Entries: indexes.map((index, position) => ({
+                      Id: String(position),
+                      ReceiptHandle: items[index]!.ReceiptHandle,
+                      VisibilityTimeout: 0
+                    }))
+                  }),
+                  { abortSignal }
+                )
+              ),
+            { concurrency: settings.sendConcurrency, discard: true }
+          ).pipe(Effect.ignore)
         })
-        return yield* Effect.gen(function*() {
+        return yield* Effect.gen(function* () {
           let expected = counts.visible
           while (collected.length < expected) {
-            const batch = yield* receive(dlq, maxBatchEntries, settings.scanVisibilitySeconds, 1).pipe(mapped(operation))
+            const batch = yield* receive(dlq, maxBatchEntries, settings.scanVisibilitySeconds, 1).pipe(
+              mapped(operation)
+            )
             if (batch.length === 0) break
             for (const message of batch) {
               if (!ids.has(message.MessageId ?? "")) {
@@ -797,73 +906,98 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           if (error === undefined) removed.add(messages[index]!.MessageId ?? "")
           else firstError ??= error
         })
-        return Effect.succeed({ removed, error: firstError === undefined ? undefined : brokerError(firstError.reason, operation, firstError.message) })
+        return Effect.succeed({
+          removed,
+          error: firstError === undefined ? undefined : brokerError(firstError.reason, operation, firstError.message)
+        })
       })
     )
 
   const deadLetters: Broker.DeadLetterStore = {
     list: (queue, options) =>
-      scan("deadLetters.list", queue, (_, messages) =>
-        Effect.succeed({
-          result: messages.map(toEntry).slice(Math.max(0, options.offset), Math.max(0, options.offset) + Math.max(0, options.limit)),
-          removed: new Set<string>()
-        }), []),
+      scan(
+        "deadLetters.list",
+        queue,
+        (_, messages) =>
+          Effect.succeed({
+            result: messages
+              .map(toEntry)
+              .slice(Math.max(0, options.offset), Math.max(0, options.offset) + Math.max(0, options.limit)),
+            removed: new Set<string>()
+          }),
+        []
+      ),
     get: (queue, id) =>
-      scan("deadLetters.get", queue, (_, messages) =>
-        Effect.succeed({
-          result: Option.fromUndefinedOr(messages.map(toEntry).find((entry) => entry.id === id)),
-          removed: new Set<string>()
-        }), Option.none()),
+      scan(
+        "deadLetters.get",
+        queue,
+        (_, messages) =>
+          Effect.succeed({
+            result: Option.fromUndefinedOr(messages.map(toEntry).find((entry) => entry.id === id)),
+            removed: new Set<string>()
+          }),
+        Option.none()
+      ),
     count: (queue) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const dlq = yield* resolveDeadLetter("deadLetters.count", queue, false)
         if (dlq === undefined) return 0
         const counts = yield* approximateCounts(dlq.url).pipe(mapped("deadLetters.count"))
         return counts.visible + counts.notVisible + counts.delayed
       }),
     redrive: (queue, options) =>
-      scan("deadLetters.redrive", queue, (dlq, messages) =>
-        Effect.gen(function*() {
-          const wanted = keep(options.ids)
-          const chosen = messages.filter((message) => wanted(toEntry(message)))
-          if (chosen.length === 0) return { result: 0, removed: new Set<string>() }
-          const info = yield* resolveExisting("deadLetters.redrive", queue)
-          const entries = chosen.map((message): OutEntry => {
-            const out = options.prepare(toEntry(message))
-            return {
-              body: out.body,
-              attributes: { [attr.id]: stringAttribute(out.id) },
-              ...(info.fifo
-                ? {
-                  groupId: fifoId(out.group ?? out.id),
-                  // the job id may still be inside SQS's 5-minute window: a fresh id per dead letter
-                  dedupId: fifoId(`v-${message.MessageId ?? out.id}`)
-                }
-                : { delaySeconds: seconds(out.delay, maxDelaySeconds) })
-            }
-          })
-          // at-least-once: removed from the dead-letter queue only after the send was confirmed
-          yield* sendEntries(info, entries, "deadLetters.redrive")
-          const { error, removed } = yield* removeFrom(dlq, "deadLetters.redrive", chosen)
-          if (error !== undefined) return yield* Effect.fail(error)
-          return { result: removed.size, removed }
-        }), 0),
+      scan(
+        "deadLetters.redrive",
+        queue,
+        (dlq, messages) =>
+          Effect.gen(function* () {
+            const wanted = keep(options.ids)
+            const chosen = messages.filter((message) => wanted(toEntry(message)))
+            if (chosen.length === 0) return { result: 0, removed: new Set<string>() }
+            const info = yield* resolveExisting("deadLetters.redrive", queue)
+            const entries = chosen.map((message): OutEntry => {
+              const out = options.prepare(toEntry(message))
+              return {
+                body: out.body,
+                attributes: { [attr.id]: stringAttribute(out.id) },
+                ...(info.fifo
+                  ? {
+                      groupId: fifoId(out.group ?? out.id),
+                      // the job id may still be inside SQS's 5-minute window: a fresh id per dead letter
+                      dedupId: fifoId(`v-${message.MessageId ?? out.id}`)
+                    }
+                  : { delaySeconds: seconds(out.delay, maxDelaySeconds) })
+              }
+            })
+            // at-least-once: removed from the dead-letter queue only after the send was confirmed
+            yield* sendEntries(info, entries, "deadLetters.redrive")
+            const { error, removed } = yield* removeFrom(dlq, "deadLetters.redrive", chosen)
+            if (error !== undefined) return yield* Effect.fail(error)
+            return { result: removed.size, removed }
+          }),
+        0
+      ),
     purge: (queue, ids) =>
-      scan("deadLetters.purge", queue, (dlq, messages) =>
-        Effect.gen(function*() {
-          const wanted = keep(ids)
-          const chosen = messages.filter((message) => wanted(toEntry(message)))
-          if (chosen.length === 0) return { result: 0, removed: new Set<string>() }
-          const { error, removed } = yield* removeFrom(dlq, "deadLetters.purge", chosen)
-          if (error !== undefined) return yield* Effect.fail(error)
-          return { result: removed.size, removed }
-        }), 0)
+      scan(
+        "deadLetters.purge",
+        queue,
+        (dlq, messages) =>
+          Effect.gen(function* () {
+            const wanted = keep(ids)
+            const chosen = messages.filter((message) => wanted(toEntry(message)))
+            if (chosen.length === 0) return { result: 0, removed: new Set<string>() }
+            const { error, removed } = yield* removeFrom(dlq, "deadLetters.purge", chosen)
+            if (error !== undefined) return yield* Effect.fail(error)
+            return { result: removed.size, removed }
+          }),
+        0
+      )
   }
 
   // ---------------------------------------------------------------- stats and admin
 
   const stats: Broker.BrokerShape["stats"] = (queue) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const info = yield* resolve("stats", queue, false)
       if (info === undefined) return { waiting: 0, active: 0, delayed: 0, dead: 0 }
       const main = yield* approximateCounts(info.url).pipe(forgetOnMissing(queue), mapped("stats"))
@@ -872,12 +1006,14 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     })
 
   const deleteQueue: Broker.BrokerShape["deleteQueue"] = (queue) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       for (const name of [queue, deadLetterQueueName(queue)]) {
         const url = queues.get(name)?.url ?? (yield* lookup(name).pipe(mapped("deleteQueue")))
         queues.delete(name)
         if (url === undefined) continue
-        yield* call("DeleteQueue", (abortSignal) => client.send(new DeleteQueueCommand({ QueueUrl: url }), { abortSignal })).pipe(
+        yield* call("DeleteQueue", (abortSignal) =>
+          client.send(new DeleteQueueCommand({ QueueUrl: url }), { abortSignal })
+        ).pipe(
           Effect.catchIf(isQueueMissing, () => Effect.void),
           mapped("deleteQueue")
         )

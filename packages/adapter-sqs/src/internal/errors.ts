@@ -133,7 +133,8 @@ export const reasonOf = (error: unknown): Reason => {
 
 const urlPattern = /\b[a-z][a-z0-9+.-]*:\/\/[^\s"'<>]+/giu
 const accessKeyPattern = /\b(?:AKIA|ASIA|AIDA|AROA|ANPA|AGPA)[A-Z0-9]{12,}\b/gu
-const credentialPattern = /(Credential|Signature|X-Amz-Security-Token|SessionToken|secretAccessKey|accessKeyId|token)\s*[=:]\s*[^\s,;&"']+/giu
+const credentialPattern =
+  /(Credential|Signature|X-Amz-Security-Token|SessionToken|secretAccessKey|accessKeyId|token)\s*[=:]\s*[^\s,;&"']+/giu
 const longSecretPattern = /\b[A-Za-z0-9/+=]{40,}\b/gu
 
 /**
@@ -157,18 +158,20 @@ export const sanitize = (text: string): string =>
 /**
  * Turn any native error into a `BrokerError` for `operation`. `endpoint` is shown as host:port.
  */
-export const toBrokerError = (operation: string, endpoint: string) => (error: unknown): Errors.BrokerError => {
-  if (error instanceof Errors.BrokerError) return error
-  const name = errorName(error)
-  const reason = reasonOf(error)
-  const raw = asErrorLike(error).message
-  const detail = secretBearing.has(name) || typeof raw !== "string" || raw.length === 0 ? "" : `: ${sanitize(raw)}`
-  return new Errors.BrokerError({
-    reason,
-    operation,
-    message: `SQS ${operation} failed at ${endpoint}: ${sanitize(name)}${detail}`
-  })
-}
+export const toBrokerError =
+  (operation: string, endpoint: string) =>
+  (error: unknown): Errors.BrokerError => {
+    if (error instanceof Errors.BrokerError) return error
+    const name = errorName(error)
+    const reason = reasonOf(error)
+    const raw = asErrorLike(error).message
+    const detail = secretBearing.has(name) || typeof raw !== "string" || raw.length === 0 ? "" : `: ${sanitize(raw)}`
+    return new Errors.BrokerError({
+      reason,
+      operation,
+      message: `SQS ${operation} failed at ${endpoint}: ${sanitize(name)}${detail}`
+    })
+  }
 
 /** A `BrokerError` built by the adapter itself (already safe text). */
 export const brokerError = (reason: Reason, operation: string, message: string): Errors.BrokerError =>

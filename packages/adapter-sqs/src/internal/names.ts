@@ -8,8 +8,7 @@ export const maxQueueNameLength = 80
 
 const fifoSuffix = ".fifo"
 
-const shortHash = (text: string, length = 8): string =>
-  createHash("sha256").update(text).digest("hex").slice(0, length)
+const shortHash = (text: string, length = 8): string => createHash("sha256").update(text).digest("hex").slice(0, length)
 
 /** Whether the name has SQS's FIFO suffix. */
 export const hasFifoSuffix = (queue: string): boolean => queue.endsWith(fifoSuffix)
@@ -23,11 +22,11 @@ export const check = (queue: string, fifo: boolean): string | undefined => {
     return `SQS queue names are at most ${maxQueueNameLength} characters (got ${queue.length})`
   }
   const base = hasFifoSuffix(queue) ? queue.slice(0, -fifoSuffix.length) : queue
-  if (fifo && !hasFifoSuffix(queue)) return "a FIFO queue name must end with \".fifo\""
+  if (fifo && !hasFifoSuffix(queue)) return 'a FIFO queue name must end with ".fifo"'
   if (!fifo && hasFifoSuffix(queue)) {
-    return "names ending with \".fifo\" are FIFO queues: use a layer with `fifo: true` (capabilities differ)"
+    return 'names ending with ".fifo" are FIFO queues: use a layer with `fifo: true` (capabilities differ)'
   }
-  if (base.length === 0) return "must have a name before \".fifo\""
+  if (base.length === 0) return 'must have a name before ".fifo"'
   if (!/^[A-Za-z0-9_-]+$/u.test(base)) {
     return "SQS queue names may only contain letters, digits, '-' and '_' (plus the \".fifo\" suffix)"
   }

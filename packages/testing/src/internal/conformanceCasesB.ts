@@ -624,7 +624,11 @@ const r20: Case = {
       const restarted = yield* Deferred.make<void>()
       const total = 20
       // started before the restart: the running worker must resume by itself
-      yield* startWorker(queue, [Worker.handler(job, runs.handle(() => Deferred.await(restarted)))], { concurrency: 5 })
+      // a short lease: deliveries held across the restart whose acks fail come back soon
+      yield* startWorker(queue, [Worker.handler(job, runs.handle(() => Deferred.await(restarted)))], {
+        concurrency: 5,
+        lease: "5 seconds"
+      })
       const ids = (yield* Producer.enqueueBatch(job, range(0, total).map((n) => ({ payload: { n } })))).map((r) => r.id)
       yield* waitFor(kit, "the worker to hold jobs in flight", () => runs.count >= 1, 15_000)
       yield* kit.options.restart!.restart
