@@ -5,7 +5,9 @@
  */
 import { Broker } from "@errand/core"
 import { Effect, Layer } from "effect"
-import type { AddressInfo } from "node:net"
+import { spawn } from "node:child_process"
+import { dirname } from "node:path"
+import { fileURLToPath } from "node:url"
 import * as Errand from "./errand.js"
 import { within } from "./harness.js"
 import type { Side } from "./side.js"
@@ -92,17 +94,59 @@ const openRabbitMQ = async (timeout: number): Promise<Opened> => {
   }
 }
 
+/**
+ * fauxqs in its own process on 127.0.0.1 (a free port), so the emulator does not share the
+ * bench's event loop and CPU time with the clients being measured.
+ */
+const startFauxqs = (): Promise<{ endpoint: string; stop: () => Promise<void> }> =>
+  new Promise((resolve, reject) => {
+    const script = [
+      'const { buildApp } = await import("fauxqs")',
+      "const app = buildApp({ logger: false })",
+      'await app.listen({ port: 0, host: "127.0.0.1" })',
+      "console.log(app.server.address().port)"
+    ].join("\n")
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      cwd: dirname(dirname(fileURLToPath(import.meta.url))),
+      stdio: ["ignore", "pipe", "pipe"]
+    })
+    let output = ""
+    let errors = ""
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL")
+      reject(new Error("fauxqs did not start within 20 s"))
+    }, 20_000)
+    child.stderr.on("data", (chunk: Buffer) => (errors += chunk.toString()))
+    child.on("exit", (code) => {
+      clearTimeout(timer)
+      reject(new Error(`fauxqs exited (${code}): ${errors.trim().split("\n").pop() ?? ""}`))
+    })
+    child.stdout.on("data", (chunk: Buffer) => {
+      output += chunk.toString()
+      const port = /^(\d+)\s/mu.exec(output)?.[1]
+      if (port === undefined) return
+      clearTimeout(timer)
+      child.removeAllListeners("exit")
+      resolve({
+        endpoint: `http://127.0.0.1:${port}`,
+        stop: () =>
+          new Promise<void>((done) => {
+            if (child.exitCode !== null) return done()
+            child.once("exit", () => done())
+            child.kill("SIGTERM")
+            setTimeout(() => child.kill("SIGKILL"), 3000).unref()
+          })
+      })
+    })
+  })
+
 const openSqs = async (timeout: number): Promise<Opened> => {
   let endpoint = process.env["SQS_ENDPOINT"]
   let stopEmulator = async () => {}
   if (endpoint === undefined || endpoint === "") {
-    const { buildApp } = await import("fauxqs")
-    const app = buildApp({ logger: false })
-    await app.listen({ port: 0, host: "127.0.0.1" })
-    endpoint = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
-    stopEmulator = async () => {
-      await app.close()
-    }
+    const emulator = await startFauxqs()
+    endpoint = emulator.endpoint
+    stopEmulator = emulator.stop
   }
   const client = {
     endpoint,

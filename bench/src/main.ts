@@ -65,16 +65,16 @@ const parse = (argv: ReadonlyArray<string>): Settings => {
   return { quick, runs: runs ?? (quick ? 1 : 3), only, timeout: quick ? 30_000 : 180_000, scenarios, calls }
 }
 
-/** Counts per scenario: the in a full run, a fifth (latency: fewer) in quick mode. */
+/** Counts per scenario: the in a full run, a tenth or so in quick mode. */
 const sizes = (quick: boolean) => ({
-  sequential: quick ? 200 : 1000,
+  sequential: quick ? 100 : 1000,
   concurrent: quick ? 200 : 1000,
-  bulk: quick ? 2000 : 10_000,
-  workC1: quick ? 200 : 1000,
-  workC100: quick ? 2000 : 10_000,
-  endToEnd: quick ? 4000 : 20_000,
+  bulk: quick ? 1000 : 10_000,
+  workC1: quick ? 100 : 1000,
+  workC100: quick ? 1000 : 10_000,
+  endToEnd: quick ? 2000 : 20_000,
   endToEndChunk: 100,
-  latency: quick ? 100 : 600,
+  latency: quick ? 60 : 600,
   latencyRate: 200,
   latencyConcurrency: 10,
   memoryEndToEnd: quick ? 20_000 : 100_000,

@@ -13,7 +13,7 @@ import { MemoryBroker } from "@errand/testing"
 import { Effect, Exit, Fiber, Layer, ManagedRuntime } from "effect"
 import { Redis } from "ioredis"
 import { randomUUID } from "node:crypto"
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs"
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { type AdapterConfig, type AdapterKind, brokerLayer } from "./internal/adapters.js"
@@ -69,7 +69,8 @@ interface Env {
   /** In-process only: the one broker instance producer and worker share. */
   readonly shared?: Layer.Layer<Broker.Broker> | undefined
   readonly restart: (() => Promise<string | undefined>) | string
-  readonly pause: { readonly stop: () => Promise<void>; readonly cont: () => Promise<void> } | string
+  /** `stop` answers the process state it saw afterwards ("T (stopped)"), as evidence. */
+  readonly pause: { readonly stop: () => Promise<string>; readonly cont: () => Promise<void> } | string
   readonly stop: () => Promise<void>
 }
 
@@ -92,10 +93,18 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   })
 }
 
-const signalPid = (pid: number, signal: NodeJS.Signals) => {
+const signalPid = async (pid: number, signal: NodeJS.Signals): Promise<string> => {
   if (signal === "SIGSTOP") pendingSigcont.add(pid)
   process.kill(pid, signal)
   if (signal === "SIGCONT") pendingSigcont.delete(pid)
+  await sleep(200)
+  try {
+    // field 3 of /proc/<pid>/stat: T when stopped
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+    return `pid ${pid} state ${stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0]}`
+  } catch {
+    return `pid ${pid}`
+  }
 }
 
 const makeEnv = async (kind: AdapterKind): Promise<Env> => {
@@ -122,7 +131,7 @@ const makeEnv = async (kind: AdapterKind): Promise<Env> => {
         },
         pause: {
           stop: async () => signalPid(redis.pid()!, "SIGSTOP"),
-          cont: async () => signalPid(redis.pid()!, "SIGCONT")
+          cont: async () => void (await signalPid(redis.pid()!, "SIGCONT"))
         },
         stop: redis.stop
       }
@@ -145,7 +154,7 @@ const makeEnv = async (kind: AdapterKind): Promise<Env> => {
           stop: async () => {
             const pid = await rabbitmq.beamPid()
             if (pid === undefined) throw new Error("no beam pid from rabbitmqctl eval")
-            signalPid(pid, "SIGSTOP")
+            return signalPid(pid, "SIGSTOP")
           },
           cont: async () => contAll()
         },
@@ -161,7 +170,7 @@ const makeEnv = async (kind: AdapterKind): Promise<Env> => {
         restart: "the fauxqs emulator keeps queues in memory only: a restart loses everything by design",
         pause: {
           stop: async () => signalPid(pid, "SIGSTOP"),
-          cont: async () => signalPid(pid, "SIGCONT")
+          cont: async () => void (await signalPid(pid, "SIGCONT"))
         },
         stop: fauxqs.stop
       }
@@ -192,7 +201,7 @@ const newRun = async (env: Env, scenario: ScenarioName, options: Partial<WorkerC
   const queue = `chaos-${tag}`
   const dir = join(workDir, `${env.kind}-${tag}`)
   mkdirSync(dir, { recursive: true })
-  const runKey = `errand-chaos:${runId}:${env.kind}:${tag}`
+  const runKey = `errand-chaos-${runId}-${env.kind}-${tag}`
   const state = new Redis(stateUrl, { maxRetriesPerRequest: 3 })
   state.on("error", () => {})
   const base: WorkerConfig = {
@@ -327,14 +336,16 @@ class Fleet {
     return this.workers.filter((w) => w.child.exitCode === null && w.child.signalCode === null)
   }
 
-  async killRandom(): Promise<void> {
-    const live = this.live()
+  /** SIGKILL a random worker that is ready; false when none is. */
+  async killRandom(): Promise<boolean> {
+    const live = this.live().filter((w) => w.isReady)
     const victim = live[Math.floor(Math.random() * live.length)]
-    if (!victim) return
+    if (!victim) return false
     victim.expectedExit = true
     this.kills.push({ pid: victim.pid, t: Date.now() })
     victim.child.kill("SIGKILL")
     await victim.exited
+    return true
   }
 
   /** SIGTERM; resolves with the time to exit. */
@@ -384,11 +395,13 @@ const killScenario: Scenario = async (env, row) => {
     // spread the jobs over most of the kill window, so that every kill hits in-flight work
     const producing = produce(run, ids, Math.round(window * 0.8), () => ({ ms: ms(5, 50), poison: false }), 3)
     const start = Date.now()
-    while (Date.now() - start < window) {
-      await sleep(2000)
-      await fleet.killRandom()
-      await fleet.spawn()
+    const respawns: Array<Promise<unknown>> = []
+    for (let tick = 1; tick * 2000 <= window; tick++) {
+      await sleep(start + tick * 2000 - Date.now())
+      // a worker that is up and consuming: killing one still starting would hit no work
+      if (await fleet.killRandom()) respawns.push(fleet.spawn().catch((e) => row.violations.push(`respawn: ${e}`)))
     }
+    await Promise.all(respawns)
     await producing
     await settleProducer(run)
     const faultsEnd = Date.now()
@@ -509,21 +522,20 @@ const pauseScenario: Scenario = async (env, row) => {
     const producing = produce(run, ids, 20_000, () => ({ ms: ms(5, 50), poison: false }), 3)
     await sleep(3000)
     let resumedAt = 0
+    let stoppedState = "?"
     try {
-      await pause.stop()
+      stoppedState = await pause.stop()
       await sleep(10_000)
     } finally {
       await pause.cont()
       resumedAt = Date.now()
     }
-    const resumed = await waitFor(
-      () => readLog(run.logFile).some((l) => l.e === "start" && l.t > resumedAt),
-      30_000,
-      200
-    )
-    const firstStart = readLog(run.logFile).find((l) => l.e === "start" && l.t > resumedAt)
-    if (!resumed || !firstStart) row.violations.push("no job started within 30 s of SIGCONT")
-    else row.notes.push(`first job started ${((firstStart.t - resumedAt) / 1000).toFixed(1)} s after SIGCONT`)
+    // a probe job sent after SIGCONT: its effect proves the workers consume again (jobs a client
+    // had prefetched before the stop would not)
+    enqueue(run, "probe", { ms: 5, poison: false }, 3)
+    const resumed = await waitFor(async () => (await run.state.hexists(effectsKey(run.runKey), "probe")) === 1, 30_000, 100)
+    if (!resumed) row.violations.push("consumption did not resume: a job sent after SIGCONT was not done within 30 s")
+    else row.notes.push(`stopped ${stoppedState}; a job sent after SIGCONT was done ${((Date.now() - resumedAt) / 1000).toFixed(1)} s after SIGCONT`)
     await producing
     await settleProducer(run)
     row.drainMs = await waitDrained(run, () => true, resumedAt, 90_000)

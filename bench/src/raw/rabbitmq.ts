@@ -9,20 +9,47 @@ import { counter, now, pace } from "../harness.js"
 import type { Side } from "../side.js"
 
 export const make = async (url: string, timeout: number): Promise<Side & { readonly serverVersion: string }> => {
-  const connection = await amqp.connect(url)
-  connection.on("error", () => {})
-  const channel = await connection.createConfirmChannel()
-  channel.on("error", () => {})
+  // Other test suites restart the shared RabbitMQ; reopen the connection when it was lost, as any
+  // long-running amqplib application must.
+  let current: Promise<{ connection: amqp.ChannelModel; channel: amqp.ConfirmChannel }> | undefined
+  const open = () => {
+    if (current === undefined) {
+      const opening = (async () => {
+        const connection = await amqp.connect(url)
+        const forget = () => {
+          if (current === opening) current = undefined
+        }
+        connection.on("error", (error: Error) =>
+          process.stderr.write(`  (amqplib connection error: ${error.message})\n`)
+        )
+        connection.on("close", forget)
+        const channel = await connection.createConfirmChannel()
+        channel.on("error", (error: Error) => process.stderr.write(`  (amqplib channel error: ${error.message})\n`))
+        channel.on("close", forget)
+        return { connection, channel }
+      })()
+      current = opening
+      opening.catch(() => {
+        if (current === opening) current = undefined
+      })
+    }
+    return current
+  }
+  const first = await open()
+  const serverVersion = String(first.connection.connection.serverProperties.version ?? "unknown")
 
   const options = { persistent: true, contentType: "application/json" }
   const body = (i: number) => Buffer.from(JSON.stringify({ i }))
 
-  const publishConfirmed = (queue: string, i: number) =>
-    new Promise<void>((resolve, reject) => {
+  const publishConfirmed = async (queue: string, i: number) => {
+    const { channel } = await open()
+    await new Promise<void>((resolve, reject) => {
       channel.sendToQueue(queue, body(i), options, (error: unknown) => (error ? reject(error) : resolve()))
     })
+  }
 
   const publishAll = async (queue: string, from: number, to: number) => {
+    const { channel } = await open()
     for (let i = from; i < to; i++) {
       if (!channel.sendToQueue(queue, body(i), options)) {
         await new Promise<void>((resolve) => channel.once("drain", resolve))
@@ -43,6 +70,7 @@ export const make = async (url: string, timeout: number): Promise<Side & { reado
     onJob: (i: number) => void,
     bodyOf: () => Promise<A>
   ): Promise<A> => {
+    const { connection } = await open()
     const consumer = await connection.createChannel()
     consumer.on("error", () => {})
     await consumer.prefetch(concurrency)
@@ -58,12 +86,10 @@ export const make = async (url: string, timeout: number): Promise<Side & { reado
     }
   }
 
-  const serverVersion = String(connection.connection.serverProperties.version ?? "unknown")
-
   return {
     serverVersion,
     prepare: async (queue) => {
-      await channel.assertQueue(queue, { durable: true })
+      await (await open()).channel.assertQueue(queue, { durable: true })
     },
     enqueueSequential: (queue, n) =>
       timed(async () => {
@@ -110,11 +136,13 @@ export const make = async (url: string, timeout: number): Promise<Side & { reado
       })
     },
     cleanup: async (queue) => {
-      await channel.deleteQueue(queue)
+      await (await open()).channel.deleteQueue(queue)
     },
     close: async () => {
-      await channel.close().catch(() => {})
-      await connection.close().catch(() => {})
+      const opened = await current?.catch(() => undefined)
+      current = undefined
+      await opened?.channel.close().catch(() => {})
+      await opened?.connection.close().catch(() => {})
     }
   }
 }

@@ -14,7 +14,7 @@ import { Redis } from "ioredis"
 import { closeSync, openSync, writeSync } from "node:fs"
 import type { AdapterConfig } from "./adapters.js"
 import { brokerLayer } from "./adapters.js"
-import * as RedisIdempotency from "./redisIdempotency.js"
+import { RedisIdempotencyStore } from "@errand/idempotency-redis"
 
 export interface WorkerConfig {
   readonly adapter: AdapterConfig
@@ -29,7 +29,7 @@ export interface WorkerConfig {
   readonly logFile: string
   /** Redis holding the idempotency claims and the effects hash (never the broker under test). */
   readonly stateUrl: string
-  /** Key prefix of this scenario run in the state Redis. */
+  /** Key prefix of this scenario run in the state Redis (a valid store prefix: no `:`). */
   readonly runKey: string
 }
 
@@ -88,11 +88,13 @@ export const workerProgram = (
       (r) => Effect.promise(() => r.quit().catch(() => undefined))
     )
     const pid = process.pid
-    const base = RedisIdempotency.make(redis, `${config.runKey}:idem:`)
+    // the package's store, shared by every worker process through Redis
+    const base = yield* RedisIdempotencyStore.make({ url: config.stateUrl, prefix: config.runKey })
     // log who completed which claim: a kill between the effect and `complete` is the one window
     // where the guard cannot prevent a second effect
     const store: Idempotency.IdempotencyStoreShape = {
-      ...base,
+      claim: base.claim,
+      release: base.release,
       complete: (key, token, ttl) =>
         base.complete(key, token, ttl).pipe(
           Effect.tap((ok) =>

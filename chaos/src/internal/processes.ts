@@ -48,6 +48,8 @@ export interface WorkerProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>
   /** Set when the parent killed or stopped it on purpose. */
   expectedExit: boolean
+  /** Set once the worker loop runs. */
+  isReady: boolean
 }
 
 /** Fork a worker process (`worker.ts`) with this config; its output goes to `outFile`. */
@@ -69,7 +71,9 @@ export const spawnWorker = (config: WorkerConfig, outFile: string): WorkerProces
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((resolve) =>
     child.once("exit", (code, signal) => resolve({ code, signal, at: Date.now() }))
   )
-  return { child, pid: child.pid ?? -1, ready, exited, expectedExit: false }
+  const w: WorkerProcess = { child, pid: child.pid ?? -1, ready, exited, expectedExit: false, isReady: false }
+  ready.then(() => (w.isReady = true), () => {})
+  return w
 }
 
 const redisPing = async (port: number, password?: string) => {

@@ -6,7 +6,7 @@
  * @since 0.0.0
  */
 import type { Broker } from "@errand/core"
-import { MemoryBroker } from "@errand/testing"
+import * as MemoryBroker from "@errand/testing/MemoryBroker"
 import { Config, Effect, Layer, Schema } from "effect"
 
 /**

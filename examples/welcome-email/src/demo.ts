@@ -13,7 +13,7 @@
  * @since 0.0.0
  */
 import { DeadLetters, Queues } from "@errand/core"
-import { MemoryBroker } from "@errand/testing"
+import * as MemoryBroker from "@errand/testing/MemoryBroker"
 import { Effect } from "effect"
 import { TestClock } from "effect/testing"
 import { spawn } from "node:child_process"

@@ -109,8 +109,12 @@ export const start = (options?: {
  */
 export const scheduleDigest: Effect.Effect<
   void,
-  Errors.InvalidOption | Errors.InvalidQueueName,
-  Producer.Producer | Scope.Scope
+  | Errors.InvalidOption
+  | Errors.InvalidQueueName
+  | Errors.EncodeError
+  | Errors.PayloadTooLarge
+  | Errors.UnsupportedCapability,
+  Producer.Producer | Broker.Broker | Scope.Scope
 > = Scheduler.run({
   name: "daily-digest",
   timing: { cron: Jobs.digestCron, timeZone: Jobs.digestTimeZone },

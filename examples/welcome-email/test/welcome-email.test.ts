@@ -1,5 +1,5 @@
 import { Broker, DeadLetters, Errors, Producer, Queues } from "@errand/core"
-import { MemoryBroker } from "@errand/testing"
+import * as MemoryBroker from "@errand/testing/MemoryBroker"
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Exit, Fiber, Layer, Scope } from "effect"
 import { TestClock } from "effect/testing"

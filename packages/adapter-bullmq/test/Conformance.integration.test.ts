@@ -1,6 +1,6 @@
 import { afterAll } from "@effect/vitest"
 import { Effect, Layer } from "effect"
-import * as Conformance from "../../testing/src/Conformance.js"
+import { Conformance } from "@errand/testing"
 import { BullMQBroker } from "../src/index.js"
 import { deleteKeys, redisUrl, uniquePrefix } from "./helpers.js"
 import { startRedisServer } from "./redisServer.js"

@@ -99,5 +99,6 @@ describe("connection behaviour", () => {
       const started = Date.now()
       yield* Scope.close(scope, Exit.void)
       expect(Date.now() - started).toBeLessThan(10_000)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

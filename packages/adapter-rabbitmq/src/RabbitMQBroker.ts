@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Broker, Errors } from "@errand/core"
+import { Broker, type Errors } from "@errand/core"
 import type * as amqp from "amqplib"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import { Client, withTimeout } from "./internal/client.js"
@@ -21,7 +21,10 @@ import * as Topology from "./internal/topology.js"
  * @since 0.1.0
  */
 export interface Options {
-  /** AMQP URL, `amqp://` or `amqps://` (TLS). Default `amqp://guest:guest@127.0.0.1:5672`. */
+  /**
+   * AMQP URL, `amqp://` or `amqps://` (TLS). Default `amqp://guest:guest@127.0.0.1:5672`. A
+   * `heartbeat` of 10 s is added unless the URL sets one (`?heartbeat=30`; 0 disables).
+   */
   readonly url?: string | undefined
   /** Passed to amqplib's `connect` (TLS `ca`/`cert`/`key`, `timeout`, `heartbeat`…). */
   readonly socketOptions?: Record<string, unknown> | undefined
@@ -41,7 +44,9 @@ export interface Options {
   /** How long to wait for the connection when creating a channel, ms. Default 30,000. */
   readonly connectTimeout?: number | undefined
   /** Reconnect backoff, ms. Default 100 doubling up to 5,000. */
-  readonly reconnect?: { readonly initialDelay?: number | undefined; readonly maxDelay?: number | undefined } | undefined
+  readonly reconnect?:
+    | { readonly initialDelay?: number | undefined; readonly maxDelay?: number | undefined }
+    | undefined
   /** Shown in RabbitMQ's connection list. Default `"errand"`. */
   readonly connectionName?: string | undefined
   /** Largest body accepted, bytes. Default 16 MiB (RabbitMQ 4's `max_message_size` default). */
@@ -61,6 +66,21 @@ export interface Options {
  */
 export const defaultUrl = "amqp://guest:guest@127.0.0.1:5672"
 
+// RabbitMQ suggests a 60 s heartbeat: a dead peer would go unnoticed for two minutes.
+const defaultHeartbeatSeconds = 10
+
+/** The URL with a `heartbeat` query parameter unless it has one. */
+const withHeartbeat = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    if (parsed.searchParams.has("heartbeat")) return url
+    parsed.searchParams.set("heartbeat", String(defaultHeartbeatSeconds))
+    return parsed.toString()
+  } catch {
+    return url
+  }
+}
+
 const resolve = (options: Options) => {
   const queueType = options.queueType ?? "classic"
   const settings: Topology.TopologySettings = {
@@ -70,7 +90,7 @@ const resolve = (options: Options) => {
     tiers: Math.max(1, Math.min(30, Math.floor(options.delayTiers ?? 16)))
   }
   return {
-    url: options.url ?? defaultUrl,
+    url: withHeartbeat(options.url ?? defaultUrl),
     settings,
     maxPayloadBytes: options.maxPayloadBytes ?? 16 * 1024 * 1024,
     sendTimeout: options.sendTimeout ?? 30_000,
@@ -116,13 +136,15 @@ export const capabilities: Broker.Capabilities = capabilitiesFor()
  *
  * @since 0.1.0
  */
-export const validateQueueName = (options: Options = {}) => (queue: string): string | undefined => {
-  const { settings } = resolve(options)
-  if (queue.startsWith("amq.")) return "the 'amq.' prefix is reserved by RabbitMQ"
-  const longest = Topology.routeExchange(queue, settings, settings.tiers - 1)
-  if (Buffer.byteLength(longest, "utf8") > 255) return "too long for RabbitMQ once suffixed (255 bytes at most)"
-  return undefined
-}
+export const validateQueueName =
+  (options: Options = {}) =>
+  (queue: string): string | undefined => {
+    const { settings } = resolve(options)
+    if (queue.startsWith("amq.")) return "the 'amq.' prefix is reserved by RabbitMQ"
+    const longest = Topology.routeExchange(queue, settings, settings.tiers - 1)
+    if (Buffer.byteLength(longest, "utf8") > 255) return "too long for RabbitMQ once suffixed (255 bytes at most)"
+    return undefined
+  }
 
 /**
  * What the adapter's own tag offers: the broker contract plus diagnostics.
@@ -163,7 +185,7 @@ export class RabbitMQBroker extends Context.Service<RabbitMQBroker, RabbitMQBrok
  *
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*(options: Options = {}) {
+export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const resolved = resolve(options)
   const endpoint = endpointOf(resolved.url)
   const settings = resolved.settings
@@ -227,9 +249,10 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
     const table = message.properties.headers ?? {}
     const deliveryCount = table["x-delivery-count"]
     const receiveCount = typeof deliveryCount === "number" ? deliveryCount + 1 : message.fields.redelivered ? 2 : 1
-    const id = typeof message.properties.messageId === "string"
-      ? message.properties.messageId
-      : `${queue}#${entry.generation}.${message.fields.deliveryTag}`
+    const id =
+      typeof message.properties.messageId === "string"
+        ? message.properties.messageId
+        : `${queue}#${entry.generation}.${message.fields.deliveryTag}`
     const priority = typeof message.properties.priority === "number" ? message.properties.priority : 0
     const group = table[DeadLetters.headers.group]
 
@@ -266,21 +289,22 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
             delay,
             priority,
             ...(typeof group === "string" ? { group } : {})
-          })),
+          })
+        ),
       deadLetter: (record) =>
         replace("deadLetter", () =>
           client.publish("", Topology.deadLetterQueue(queue), Buffer.from(record.body, "utf8"), {
             messageId: id,
             priority: 0,
             headers: DeadLetters.recordHeaders(record, group)
-          })),
-      extendLease: (ms) =>
-        resolved.leaseExtension ? Effect.sync(() => consumer.lease(entry, ms)) : Effect.void
+          })
+        ),
+      extendLease: (ms) => (resolved.leaseExtension ? Effect.sync(() => consumer.lease(entry, ms)) : Effect.void)
     }
   }
 
   const take: Broker.BrokerShape["take"] = (queue, { lease, max, wait }) =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       if (!(max > 0)) return []
       const consumer = consumerOf(queue)
       const deadline = Date.now() + Math.max(0, wait)
@@ -294,16 +318,22 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       yield* attempt("take", () =>
         withTimeout(started, Math.max(1, wait), () => elapsed).catch((error: unknown) => {
           if (error !== elapsed) throw error
-        }))
+        })
+      )
       const remaining = deadline - Date.now()
       if (consumer.buffered === 0 && remaining > 0) {
         yield* Effect.callback<void>((resume) => {
-          const timer = setTimeout(() => resume(Effect.void), remaining)
-          const unregister = consumer.onArrival(() => resume(Effect.void))
-          return Effect.sync(() => {
+          const cleanup = () => {
             clearTimeout(timer)
             unregister()
-          })
+          }
+          const done = () => {
+            cleanup()
+            resume(Effect.void)
+          }
+          const timer = setTimeout(done, remaining)
+          const unregister = consumer.onArrival(done)
+          return Effect.sync(cleanup)
         })
       }
       return yield* Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
@@ -364,7 +394,9 @@ export const make = Effect.fnUntraced(function*(options: Options = {}) {
       await client.ensureTopology(queue)
       const channel = await client.adminChannel()
       const names = client.names(queue)
-      const counts = await Promise.all(names.queues.map((name) => channel.checkQueue(name).then((ok) => ok.messageCount)))
+      const counts = await Promise.all(
+        names.queues.map((name) => channel.checkQueue(name).then((ok) => ok.messageCount))
+      )
       const consumer = consumers.get(queue)
       const [ready = 0, dead = 0, ...waiting] = counts
       return {

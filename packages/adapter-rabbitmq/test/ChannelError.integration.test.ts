@@ -6,11 +6,14 @@ import { eventually, message, takeAtLeast, uniqueQueue, url } from "./helpers.js
 
 describe.each(["classic", "quorum"] as const)("channel errors (%s)", (queueType) => {
   it.live("a channel error drops stale settles locally and causes no mass redelivery", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, queueType })
       const queue = uniqueQueue("chan")
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
-      yield* broker.send(queue, ["a", "b", "c"].map((id) => message(id)))
+      yield* broker.send(
+        queue,
+        ["a", "b", "c"].map((id) => message(id))
+      )
       const before = yield* takeAtLeast(broker, queue, 3)
       expect(before).toHaveLength(3)
       const first = broker.unsafeConsumer(queue)!
@@ -36,16 +39,20 @@ describe.each(["classic", "quorum"] as const)("channel errors (%s)", (queueType)
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
       expect(yield* broker.take(queue, { max: 10, lease: 1000, wait: 500 })).toEqual([])
       expect(broker.unsafeConsumer(queue)!.generation).toBe(second.generation)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("prefetch", () => {
   it.live("follows take's max: the broker keeps the rest ready", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url })
       const queue = uniqueQueue("prefetch")
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
-      yield* broker.send(queue, Array.from({ length: 10 }, (_, i) => message(`m${i}`)))
+      yield* broker.send(
+        queue,
+        Array.from({ length: 10 }, (_, i) => message(`m${i}`))
+      )
       const got = yield* takeAtLeast(broker, queue, 3)
       expect(got).toHaveLength(3)
       // Only 3 are unacked on the broker: 7 stay ready (not buffered in this process).
@@ -61,12 +68,13 @@ describe("prefetch", () => {
       expect(more).toHaveLength(6)
       for (const d of [...got.slice(1), ...next, ...more]) yield* d.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })
 
 describe("priorities", () => {
   it.live("classic queues deliver higher priorities first", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url })
       expect(broker.capabilities.priorities).toBe(true)
       const queue = uniqueQueue("prio")
@@ -83,12 +91,14 @@ describe("priorities", () => {
         yield* d!.ack
       }
       expect(order).toEqual(["high", "mid", "low"])
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("quorum queues declare no priorities", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, queueType: "quorum" })
       expect(broker.capabilities.priorities).toBe(false)
       expect(broker.capabilities.leaseExtension).toBe(false)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

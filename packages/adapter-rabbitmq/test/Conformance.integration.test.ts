@@ -1,6 +1,4 @@
-// `@errand/testing` does not export `Conformance` from its index yet; switch to
-// `import { Conformance } from "@errand/testing"` once it does.
-import * as Conformance from "../../testing/src/Conformance.js"
+import { Conformance } from "@errand/testing"
 import { RabbitMQBroker } from "../src/index.js"
 import { restartBroker, url } from "./helpers.js"
 

@@ -14,12 +14,15 @@ const record = (body: string, attempts: number): Broker.DeadLetterRecord => ({
 
 describe.each(["classic", "quorum"] as const)("dead letters (%s)", (queueType) => {
   it.live("list, get, count, redrive, purge on the broker", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, queueType })
       const queue = uniqueQueue("dlq")
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
       const ids = ["j0", "j1", "j2", "j3", "j4"]
-      yield* broker.send(queue, ids.map((id) => message(id)))
+      yield* broker.send(
+        queue,
+        ids.map((id) => message(id))
+      )
       const deliveries = yield* takeAtLeast(broker, queue, 5)
       // dead-letter in a known order
       for (const id of ids) {
@@ -32,7 +35,13 @@ describe.each(["classic", "quorum"] as const)("dead letters (%s)", (queueType) =
 
       const all = yield* broker.deadLetters.list(queue, { offset: 0, limit: 100 })
       expect(all.map((e) => e.id)).toEqual(ids)
-      expect(all[3]).toMatchObject({ id: "j3", body: "body-j3", reason: "exhausted", attempts: 3, failedAt: 1_700_000_000_003 })
+      expect(all[3]).toMatchObject({
+        id: "j3",
+        body: "body-j3",
+        reason: "exhausted",
+        attempts: 3,
+        failedAt: 1_700_000_000_003
+      })
       expect(all[0]!.reason).toBe("undecodable")
       expect(all[3]!.error.startsWith("boom 3 xxx")).toBe(true)
       // listing does not consume, and keeps the order
@@ -49,7 +58,11 @@ describe.each(["classic", "quorum"] as const)("dead letters (%s)", (queueType) =
         prepare: (entry) => ({ id: entry.id, body: `redriven-${entry.body}`, delay: 0, priority: 0 })
       })
       expect(moved).toBe(2)
-      expect((yield* broker.deadLetters.list(queue, { offset: 0, limit: 100 })).map((e) => e.id)).toEqual(["j0", "j2", "j4"])
+      expect((yield* broker.deadLetters.list(queue, { offset: 0, limit: 100 })).map((e) => e.id)).toEqual([
+        "j0",
+        "j2",
+        "j4"
+      ])
       const back = yield* takeAtLeast(broker, queue, 2)
       expect(back.map((d) => `${d.id}:${d.body}`).sort()).toEqual(["j1:redriven-body-j1", "j3:redriven-body-j3"])
       for (const d of back) yield* d.ack
@@ -73,5 +86,6 @@ describe.each(["classic", "quorum"] as const)("dead letters (%s)", (queueType) =
       expect(again!.body).toBe("body-k")
       yield* again!.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

@@ -11,7 +11,7 @@ describe("delay tiers", () => {
 
   describe.each(["classic", "quorum"] as const)("%s", (queueType) => {
     it.live("a delayed message waits in its tiers and arrives not before, promptly after", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const broker = yield* RabbitMQBroker.make({ url, queueType })
         const queue = uniqueQueue("delay")
         yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
@@ -32,10 +32,11 @@ describe("delay tiers", () => {
         expect(arrivedAfter).toBeLessThan(1300 + 1500)
         yield* second[0]!.ack
         expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
-      }).pipe(Effect.scoped))
+      }).pipe(Effect.scoped)
+    )
 
     it.live("a short delay sent after a long one is not blocked behind it", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const broker = yield* RabbitMQBroker.make({ url, queueType })
         const queue = uniqueQueue("delay-order")
         yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
@@ -50,10 +51,11 @@ describe("delay tiers", () => {
         expect(second.map((d) => d.id)).toEqual(["long"])
         expect(Date.now() - sentAt).toBeGreaterThanOrEqual(3000)
         yield* second[0]!.ack
-      }).pipe(Effect.scoped))
+      }).pipe(Effect.scoped)
+    )
 
     it.live("retry with a delay goes through the tiers with the new body; delay 0 goes straight back", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const broker = yield* RabbitMQBroker.make({ url, queueType })
         const queue = uniqueQueue("retry")
         yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
@@ -74,6 +76,7 @@ describe("delay tiers", () => {
         expect(fourth!.body).toBe("attempt-3")
         expect(fourth!.receiveCount).toBe(2)
         yield* fourth!.ack
-      }).pipe(Effect.scoped))
+      }).pipe(Effect.scoped)
+    )
   })
 })

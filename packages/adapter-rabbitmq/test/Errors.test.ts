@@ -29,27 +29,35 @@ describe("error mapping", () => {
     expect(map(new Error("Channel closed")).reason).toBe("Connection")
     expect(map(new Error("Heartbeat timeout")).reason).toBe("Connection")
     expect(map(Object.assign(new Error("x"), { name: "IllegalOperationError" })).reason).toBe("Connection")
-    expect(map(new Error("Connection closed: 320 (CONNECTION-FORCED) with message \"closed via management plugin\"")).reason)
-      .toBe("Connection")
+    expect(
+      map(new Error('Connection closed: 320 (CONNECTION-FORCED) with message "closed via management plugin"')).reason
+    ).toBe("Connection")
   })
 
   it("maps a refused login to Unauthorized without the broker's text", () => {
     const error = map(
-      new Error("Handshake terminated by server: 403 (ACCESS-REFUSED) with message \"ACCESS_REFUSED - Login was refused\"")
+      new Error(
+        'Handshake terminated by server: 403 (ACCESS-REFUSED) with message "ACCESS_REFUSED - Login was refused"'
+      )
     )
     expect(error.reason).toBe("Unauthorized")
     expect(error.isRetryable).toBe(false)
   })
 
   it("maps channel errors by AMQP code", () => {
-    expect(map(new Error("Operation failed: QueueDeclare; 404 (NOT-FOUND) with message \"NOT_FOUND - no queue 'x'\"")).reason)
-      .toBe("NotFound")
     expect(
-      map(new Error("Channel closed by server: 406 (PRECONDITION-FAILED) with message \"PRECONDITION_FAILED - inequivalent arg\""))
-        .reason
+      map(new Error("Operation failed: QueueDeclare; 404 (NOT-FOUND) with message \"NOT_FOUND - no queue 'x'\"")).reason
+    ).toBe("NotFound")
+    expect(
+      map(
+        new Error(
+          'Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - inequivalent arg"'
+        )
+      ).reason
     ).toBe("Unknown")
-    expect(map(new Error("PRECONDITION_FAILED - message size 200 is larger than configured max size 100")).reason)
-      .toBe("PayloadTooLarge")
+    expect(map(new Error("PRECONDITION_FAILED - message size 200 is larger than configured max size 100")).reason).toBe(
+      "PayloadTooLarge"
+    )
   })
 
   it("keeps the adapter's own reasons and BrokerErrors as they are", () => {

@@ -5,7 +5,7 @@ import { message, takeAtLeast, uniqueQueue, url } from "./helpers.js"
 
 describe("leases (kept by the adapter: AMQP has none)", () => {
   it.live("an unsettled delivery goes back to the queue when its lease runs out; its late ack is dropped", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url })
       expect(broker.capabilities.leaseExtension).toBe(false)
       const queue = uniqueQueue("lease")
@@ -25,10 +25,11 @@ describe("leases (kept by the adapter: AMQP has none)", () => {
       expect((yield* broker.stats(queue)).active).toBe(1)
       yield* second!.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 
   it.live("with leaseExtension: true, extendLease keeps the delivery", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, leaseExtension: true })
       expect(broker.capabilities.leaseExtension).toBe(true)
       const queue = uniqueQueue("lease-ext")
@@ -39,5 +40,6 @@ describe("leases (kept by the adapter: AMQP has none)", () => {
       expect(yield* broker.take(queue, { max: 1, lease: 1000, wait: 2500 })).toEqual([])
       yield* first!.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

@@ -5,12 +5,15 @@ import { message, takeAtLeast, uniqueQueue, url } from "./helpers.js"
 
 describe.each(["classic", "quorum"] as const)("round trip (%s)", (queueType) => {
   it.live("sends, takes and acks", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, queueType })
       const queue = uniqueQueue("rt")
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
       const results = yield* broker.send(queue, [message("a", { group: "g1" }), message("b")])
-      expect(results).toEqual([{ id: "a", duplicate: false }, { id: "b", duplicate: false }])
+      expect(results).toEqual([
+        { id: "a", duplicate: false },
+        { id: "b", duplicate: false }
+      ])
       const deliveries = yield* takeAtLeast(broker, queue, 2)
       expect(deliveries.map((d) => d.id).sort()).toEqual(["a", "b"])
       expect(deliveries.map((d) => d.body).sort()).toEqual([JSON.stringify({ id: "a" }), JSON.stringify({ id: "b" })])
@@ -21,5 +24,6 @@ describe.each(["classic", "quorum"] as const)("round trip (%s)", (queueType) => 
       for (const d of deliveries) yield* d.ack // idempotent
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
       expect(yield* broker.take(queue, { max: 5, lease: 1000, wait: 300 })).toEqual([])
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

@@ -5,7 +5,7 @@ import { eventually, message, takeAtLeast, uniqueQueue, url } from "./helpers.js
 
 describe("closing the layer", () => {
   it.live("requeues buffered and unsettled deliveries and does not hang", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const queue = uniqueQueue("close")
       const scope = yield* Scope.make()
       const broker = yield* RabbitMQBroker.make({ url }).pipe(Scope.provide(scope))
@@ -13,7 +13,10 @@ describe("closing the layer", () => {
       const [held] = yield* takeAtLeast(broker, queue, 1)
       // prefetch is now 1 (in flight) + 5; these four get buffered locally, not handed out.
       yield* broker.take(queue, { max: 5, lease: 1000, wait: 0 })
-      yield* broker.send(queue, ["b1", "b2", "b3", "b4"].map((id) => message(id)))
+      yield* broker.send(
+        queue,
+        ["b1", "b2", "b3", "b4"].map((id) => message(id))
+      )
       yield* eventually(broker.stats(queue), (s) => s.waiting === 4 && s.active === 1)
       expect(held!.id).toBe("held")
       const started = Date.now()
@@ -27,5 +30,6 @@ describe("closing the layer", () => {
       const got = yield* takeAtLeast(next, queue, 5)
       expect(got.map((d) => d.id).sort()).toEqual(["b1", "b2", "b3", "b4", "held"])
       for (const d of got) yield* d.ack
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped)
+  )
 })

@@ -33,9 +33,10 @@ const simulate = (delay: number): { readonly path: Array<string>; readonly waite
     waited += Topology.tierTtl(settings, tier)
     // the tier dead-letters with its own arguments
     const args = Topology.waitQueueOptions("q", settings, tier).arguments!
-    targets = args["x-dead-letter-exchange"] === ""
-      ? [args["x-dead-letter-routing-key"] as string]
-      : route(args["x-dead-letter-exchange"] as string, key)
+    targets =
+      args["x-dead-letter-exchange"] === ""
+        ? [args["x-dead-letter-routing-key"] as string]
+        : route(args["x-dead-letter-exchange"] as string, key)
   }
   throw new Error("no route to the work queue")
 }
@@ -65,7 +66,9 @@ describe("wait tiers", () => {
 
   it("declares priorities only on classic work queues, TTL and dead-lettering on tiers", () => {
     expect(Topology.workQueueOptions(settings).arguments).toEqual({ "x-max-priority": 9 })
-    expect(Topology.workQueueOptions({ ...settings, queueType: "quorum" }).arguments).toEqual({ "x-queue-type": "quorum" })
+    expect(Topology.workQueueOptions({ ...settings, queueType: "quorum" }).arguments).toEqual({
+      "x-queue-type": "quorum"
+    })
     expect(Topology.waitQueueOptions("q", settings, 2).arguments).toEqual({
       "x-message-ttl": 400,
       "x-dead-letter-exchange": "q~route~200"

@@ -28,7 +28,7 @@ export const takeAtLeast = (
   count: number,
   timeout = 10_000
 ): Effect.Effect<Array<Broker.Delivery>, unknown> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const deadline = Date.now() + timeout
     const all: Array<Broker.Delivery> = []
     while (all.length < count && Date.now() < deadline) {
@@ -44,12 +44,13 @@ export const eventually = <A>(
   check: (value: A) => boolean,
   timeout = 15_000
 ): Effect.Effect<A, unknown> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const deadline = Date.now() + timeout
     for (;;) {
       const value = yield* effect
       if (check(value)) return value
-      if (Date.now() > deadline) return yield* Effect.fail(new Error(`condition not met within ${timeout} ms: ${JSON.stringify(value)}`))
+      if (Date.now() > deadline)
+        return yield* Effect.fail(new Error(`condition not met within ${timeout} ms: ${JSON.stringify(value)}`))
       yield* Effect.sleep(100)
     }
   })
@@ -87,7 +88,7 @@ export const waitConnectable = Effect.promise(async () => {
 })
 
 /** `rabbitmqctl stop_app` then `start_app`, then wait until connectable. */
-export const restartBroker: Effect.Effect<void, unknown> = Effect.gen(function*() {
+export const restartBroker: Effect.Effect<void, unknown> = Effect.gen(function* () {
   yield* rabbitmqctl("stop_app")
   yield* rabbitmqctl("start_app")
   yield* rabbitmqctl("await_startup")

@@ -222,7 +222,7 @@ export const layer = (options: Options = {}): Layer.Layer<SqsBroker | Broker.Bro
  * import { Config } from "effect"
  * import { SqsBroker } from "@errand/adapter-sqs"
  *
- * const BrokerLive = SqsBroker.layerConfig({ region: Config.string("AWS_REGION") })
+ * const BrokerLive = SqsBroker.layerConfig({ region: Config.String("AWS_REGION") })
  * ```
  *
  * @since 0.1.0

@@ -188,3 +188,44 @@ for (const fifo of [false, true]) {
     )
   })
 }
+
+describe("SqsBroker queue resolution", () => {
+  it.live("a queue deleted behind the adapter's back is resolved (and created) again", () =>
+    Effect.gen(function* () {
+      const queue = Fauxqs.queueName("resolve")
+      const options = Fauxqs.clientOptions(emulator.endpoint)
+      const other = Effect.gen(function* () {
+        return yield* Broker.Broker
+      }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(options))))
+      const broker = yield* Broker.Broker
+      yield* Effect.gen(function* () {
+        yield* broker.send(queue, [{ id: "1", body: envelope("1"), delay: 0, priority: 0 }])
+        yield* Effect.flatMap(other, (b) => b.deleteQueue(queue))
+        // the cached URL fails with NotFound; the adapter forgets it, resolves (creates) again, retries
+        yield* broker.send(queue, [{ id: "2", body: envelope("2"), delay: 0, priority: 0 }])
+        expect(yield* broker.stats(queue)).toEqual({ waiting: 1, active: 0, delayed: 0, dead: 0 })
+        const [delivery] = yield* broker.take(queue, { max: 1, lease: 30_000, wait: 1000 })
+        yield* delivery!.deadLetter({ body: delivery!.body, reason: "exhausted", error: "x", attempts: 1, failedAt: 1 })
+        expect(yield* broker.deadLetters.count(queue)).toBe(1)
+        yield* Effect.flatMap(other, (b) => b.deleteQueue(queue))
+        // take re-resolves too
+        yield* Effect.flatMap(other, (b) => b.send(queue, [{ id: "3", body: envelope("3"), delay: 0, priority: 0 }]))
+        const [again] = yield* broker.take(queue, { max: 1, lease: 30_000, wait: 1000 })
+        expect(again!.id).toBe("3")
+      }).pipe(Effect.ensuring(Effect.ignore(broker.deleteQueue(queue))))
+    }).pipe(Effect.provide(Layer.fresh(SqsBroker.layer(Fauxqs.clientOptions(emulator.endpoint)))))
+  )
+
+  it.live("with createQueues: false a missing queue is a NotFound BrokerError, and nothing is created", () =>
+    Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const queue = Fauxqs.queueName("missing")
+      const error = yield* Effect.flip(broker.send(queue, [{ id: "1", body: "{}", delay: 0, priority: 0 }]))
+      expect(error).toMatchObject({ _tag: "BrokerError", reason: "NotFound", operation: "send" })
+      expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
+      expect(yield* broker.deadLetters.list(queue, { offset: 0, limit: 10 })).toEqual([])
+    }).pipe(
+      Effect.provide(Layer.fresh(SqsBroker.layer({ ...Fauxqs.clientOptions(emulator.endpoint), createQueues: false })))
+    )
+  )
+})

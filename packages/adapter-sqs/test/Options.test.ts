@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Broker } from "@errand/core"
-import { Effect, Exit, Layer } from "effect"
+import { Config, ConfigProvider, Effect, Exit, Layer } from "effect"
 import { SqsBroker } from "../src/index.js"
 import { chunk, messageSize, safeBody } from "../src/internal/batch.js"
 
@@ -93,6 +93,8 @@ describe("queue names", () => {
     expect(SqsBroker.validateQueueName("jobs", { fifo: true })).toMatch(/\.fifo/u)
     expect(SqsBroker.validateQueueName("jobs.fifo", { fifo: true })).toBeUndefined()
     expect(SqsBroker.validateQueueName(".fifo", { fifo: true })).toBeDefined()
+    expect(SqsBroker.validateQueueName("jobs-dlq")).toMatch(/reserved/u)
+    expect(SqsBroker.validateQueueName("jobs-dlq.fifo", { fifo: true })).toMatch(/reserved/u)
     expect(SqsBroker.validateQueueName(`${"a".repeat(75)}.fifo`, { fifo: true })).toBeUndefined()
   })
 
@@ -105,8 +107,9 @@ describe("queue names", () => {
     for (const name of [long1, long2, longFifo]) expect(name.length).toBeLessThanOrEqual(80)
     expect(long1).not.toBe(long2)
     expect(longFifo.endsWith("-dlq.fifo")).toBe(true)
-    expect(SqsBroker.validateQueueName(long1)).toBeUndefined()
-    expect(SqsBroker.validateQueueName(longFifo, { fifo: true })).toBeUndefined()
+    // valid for SQS, and reserved: no user queue can take a dead-letter queue's name
+    for (const name of [long1, longFifo]) expect(name).toMatch(/^[A-Za-z0-9_-]+-dlq(\.fifo)?$/u)
+    expect(SqsBroker.validateQueueName(long1)).toMatch(/reserved/u)
   })
 
   it("the broker's validateQueueName follows the layer's fifo option", () =>
@@ -153,4 +156,34 @@ describe("message bodies", () => {
     const clean = JSON.stringify({ text: "héllo \u0000 wörld" })
     expect(safeBody(clean, true)).toBe(clean)
   })
+})
+
+describe("layerConfig", () => {
+  it.live("reads the options from Config", () =>
+    Effect.gen(function* () {
+      const broker = yield* brokerOf
+      expect(broker.capabilities.ordering).toBe("per-group")
+      expect(broker.capabilities.maxPayloadBytes).toBe(1_048_576 - 1024)
+      expect(broker.validateQueueName("jobs.fifo")).toBeUndefined()
+    }).pipe(
+      Effect.provide(
+        SqsBroker.layerConfig({
+          region: Config.String("SQS_REGION"),
+          fifo: Config.Boolean("SQS_FIFO"),
+          maxMessageBytes: Config.Int("SQS_MAX_MESSAGE_BYTES")
+        }).pipe(
+          Layer.provide(
+            ConfigProvider.layer(
+              ConfigProvider.fromUnknown({
+                SQS_REGION: "eu-west-1",
+                SQS_FIFO: "true",
+                SQS_MAX_MESSAGE_BYTES: "1048576"
+              })
+            )
+          ),
+          Layer.fresh
+        )
+      )
+    )
+  )
 })

@@ -9,10 +9,18 @@
  * @since 0.1.0
  */
 import { Clock, Cron, Duration, Effect, Result, type Scope } from "effect"
-import type { InvalidOption, InvalidQueueName } from "./Errors.js"
+import { Broker } from "./Broker.js"
+import {
+  type EncodeError,
+  type InvalidOption,
+  type InvalidQueueName,
+  type PayloadTooLarge,
+  UnsupportedCapability
+} from "./Errors.js"
+import { IdempotencyStore } from "./Idempotency.js"
 import type * as Job from "./Job.js"
 import { Producer } from "./Producer.js"
-import type { EnqueueOptions } from "./internal/prepare.js"
+import { type EnqueueOptions, prepare } from "./internal/prepare.js"
 import * as validate from "./internal/validate.js"
 
 /**
@@ -87,12 +95,33 @@ export const makeNext = (timing: Timing): Effect.Effect<(now: number) => number,
  */
 export const run = <A, I>(
   options: Options<A, I>
-): Effect.Effect<void, InvalidOption | InvalidQueueName, Producer | Scope.Scope> =>
+): Effect.Effect<
+  void,
+  InvalidOption | InvalidQueueName | EncodeError | PayloadTooLarge | UnsupportedCapability,
+  Producer | Broker | Scope.Scope
+> =>
   Effect.gen(function* () {
     const producer = yield* Producer
     const name = yield* validate.key("name", options.name, 200)
     if (name === undefined) return yield* validate.fail("name", "is required")
     const next = yield* makeNext(options.timing)
+    // Fail now, typed, rather than log an error at every tick: the first tick's job must be valid
+    // and the broker (or a store) must be able to deduplicate tick keys.
+    const broker = yield* Broker
+    const firstTick = next(yield* Clock.currentTimeMillis)
+    const payloadOfFirst =
+      typeof options.payload === "function" ? (options.payload as (tick: number) => A)(firstTick) : options.payload
+    yield* prepare(broker, options.job, payloadOfFirst, {
+      ...options.options,
+      idempotencyKey: tickKey(name, firstTick)
+    })
+    if (!broker.capabilities.deduplication && (yield* Effect.serviceOption(IdempotencyStore))._tag === "None") {
+      return yield* new UnsupportedCapability({
+        broker: broker.name,
+        capability: "deduplication",
+        message: `schedule "${name}": broker "${broker.name}" cannot deduplicate tick keys; provide an IdempotencyStore so that N instances enqueue one job per tick`
+      })
+    }
     const payloadOf = (tick: number): A =>
       typeof options.payload === "function" ? (options.payload as (tick: number) => A)(tick) : options.payload
     const tickOnce = (tick: number) =>

@@ -11,9 +11,23 @@ const program = Effect.gen(function* () {
   const t1 = performance.now()
   let done = 0
   const finished = yield* Deferred.make<void>()
-  yield* Worker.run({ queue: "perf", concurrency: 100, handlers: [Worker.handler(J, () => Effect.sync(() => { if (++done === N) Deferred.doneUnsafe(finished, Effect.void) }))] })
+  yield* Worker.run({
+    queue: "perf",
+    concurrency: 100,
+    handlers: [
+      Worker.handler(J, () =>
+        Effect.sync(() => {
+          if (++done === N) Deferred.doneUnsafe(finished, Effect.void)
+        })
+      )
+    ]
+  })
   yield* Deferred.await(finished)
   const t2 = performance.now()
-  console.log(`enqueue ${N} in ${(t1 - t0).toFixed(0)} ms; process ${(N / ((t2 - t1) / 1000)).toFixed(0)} jobs/s; ${(((t2 - t1) * 1000) / N).toFixed(1)} µs/job`)
+  console.log(
+    `enqueue ${N} in ${(t1 - t0).toFixed(0)} ms; process ${(N / ((t2 - t1) / 1000)).toFixed(0)} jobs/s; ${(((t2 - t1) * 1000) / N).toFixed(1)} µs/job`
+  )
 })
-Effect.runPromise(Effect.scoped(program).pipe(Effect.provide(Producer.layer.pipe(Layer.provideMerge(MemoryBroker.layer()))))).then(() => process.exit(0))
+Effect.runPromise(
+  Effect.scoped(program).pipe(Effect.provide(Producer.layer.pipe(Layer.provideMerge(MemoryBroker.layer()))))
+).then(() => process.exit(0))

@@ -34,10 +34,12 @@ export interface Options {
    * For case 20: a broker layer on an instance that `restart` restarts (stop + start, returning
    * once it is back). Absent → case 20 is skipped with `restartSkipReason`.
    */
-  readonly restart?: {
-    readonly layer: Layer.Layer<Broker.Broker, unknown>
-    readonly restart: Effect.Effect<void, unknown>
-  } | undefined
+  readonly restart?:
+    | {
+        readonly layer: Layer.Layer<Broker.Broker, unknown>
+        readonly restart: Effect.Effect<void, unknown>
+      }
+    | undefined
   /** Store for the idempotency and scheduler cases (default: core's `Idempotency.layerMemory`). */
   readonly idempotencyStore?: Layer.Layer<Idempotency.IdempotencyStore, unknown> | undefined
   /** Multiply waits and timeouts for slow brokers (default 1). */
@@ -51,10 +53,12 @@ export interface Options {
  *
  * @since 0.1.0
  */
-export const cases: ReadonlyArray<{ readonly id: string; readonly title: string }> = [...casesA, ...casesB].map((c) => ({
-  id: c.id,
-  title: c.title
-}))
+export const cases: ReadonlyArray<{ readonly id: string; readonly title: string }> = [...casesA, ...casesB].map(
+  (c) => ({
+    id: c.id,
+    title: c.title
+  })
+)
 
 const defaultTimeout = 60_000
 
@@ -92,9 +96,10 @@ const runCase = (c: Case, options: Options, timeScale: number): Effect.Effect<vo
  * @since 0.1.0
  */
 export const run = (configurationName: string, options: Options): void => {
-  const timeScale = options.timeScale !== undefined && Number.isFinite(options.timeScale) && options.timeScale > 0
-    ? options.timeScale
-    : 1
+  const timeScale =
+    options.timeScale !== undefined && Number.isFinite(options.timeScale) && options.timeScale > 0
+      ? options.timeScale
+      : 1
   describe(`Conformance (${configurationName})`, () => {
     for (const c of [...casesA, ...casesB]) {
       const title = `${c.id} ${c.title}`

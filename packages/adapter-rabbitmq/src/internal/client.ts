@@ -116,9 +116,14 @@ export class Client {
   /** A fresh channel (waits for a reconnect, bounded by `connectTimeout`). Errors are handled, never thrown. */
   async channel(): Promise<amqp.Channel> {
     if (this.closed) throw new AdapterFailure("Connection", "the broker layer was closed")
-    const channel = await withTimeout(this.model.createChannel(), this.options.connectTimeout, this.notConnected, (late) => {
-      void late.close().catch(() => {})
-    })
+    const channel = await withTimeout(
+      this.model.createChannel(),
+      this.options.connectTimeout,
+      this.notConnected,
+      (late) => {
+        void late.close().catch(() => {})
+      }
+    )
     return this.track(channel)
   }
 
@@ -154,9 +159,14 @@ export class Client {
   publisherChannel(): Promise<amqp.ConfirmChannel> {
     if (this.publisher === undefined) {
       if (this.closed) return Promise.reject(new AdapterFailure("Connection", "the broker layer was closed"))
-      const created = withTimeout(this.model.createConfirmChannel(), this.options.connectTimeout, this.notConnected, (late) => {
-        void late.close().catch(() => {})
-      }).then((channel) => {
+      const created = withTimeout(
+        this.model.createConfirmChannel(),
+        this.options.connectTimeout,
+        this.notConnected,
+        (late) => {
+          void late.close().catch(() => {})
+        }
+      ).then((channel) => {
         this.track(channel)
         channel.on("return", (message: amqp.Message) => {
           const id = message.properties.headers?.[publishHeader]
@@ -221,7 +231,9 @@ export class Client {
     await Promise.all([
       channel.assertQueue(queue, Topology.workQueueOptions(settings)),
       channel.assertQueue(Topology.deadLetterQueue(queue), Topology.deadLetterQueueOptions(settings)),
-      ...tiers.map((tier) => channel.assertExchange(Topology.routeExchange(queue, settings, tier), "topic", { durable: true })),
+      ...tiers.map((tier) =>
+        channel.assertExchange(Topology.routeExchange(queue, settings, tier), "topic", { durable: true })
+      ),
       ...tiers.map((tier) =>
         channel.assertQueue(Topology.waitQueue(queue, settings, tier), Topology.waitQueueOptions(queue, settings, tier))
       )
@@ -240,7 +252,11 @@ export class Client {
     const settings = this.options.settings
     const tiers = Array.from({ length: settings.tiers }, (_, tier) => tier)
     return {
-      queues: [queue, Topology.deadLetterQueue(queue), ...tiers.map((tier) => Topology.waitQueue(queue, settings, tier))],
+      queues: [
+        queue,
+        Topology.deadLetterQueue(queue),
+        ...tiers.map((tier) => Topology.waitQueue(queue, settings, tier))
+      ],
       exchanges: tiers.map((tier) => Topology.routeExchange(queue, settings, tier))
     }
   }
@@ -289,9 +305,9 @@ export class Client {
               return reject(
                 new AdapterFailure(
                   "Unroutable",
-                  `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${
-                    JSON.stringify(routingKey)
-                  })`
+                  `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${JSON.stringify(
+                    routingKey
+                  )})`
                 )
               )
             }
@@ -321,7 +337,8 @@ export class Client {
           () => new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
         )
         const remaining = deadline - Date.now()
-        if (remaining <= 0) throw new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
+        if (remaining <= 0)
+          throw new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
         return await this.publishOn(channel, exchange, routingKey, content, properties, remaining)
       } catch (error) {
         if (this.closed || !isConnectionFailure(error) || Date.now() + backoff >= deadline) throw error
@@ -337,7 +354,9 @@ export class Client {
     if (this.closed) return
     this.closed = true
     await Promise.all(
-      [...this.channels].map((channel) => withTimeout(channel.close(), 2000, () => new Error("timeout")).catch(() => {}))
+      [...this.channels].map((channel) =>
+        withTimeout(channel.close(), 2000, () => new Error("timeout")).catch(() => {})
+      )
     )
     await withTimeout(this.model.close(), 5000, () => new Error("timeout")).catch(() => {})
   }

@@ -44,9 +44,10 @@ export const entryOf = (message: amqp.Message, fallbackId: string): Broker.DeadL
   return {
     id: typeof message.properties.messageId === "string" ? message.properties.messageId : fallbackId,
     body: message.content.toString("utf8"),
-    reason: typeof reason === "string" && reasons.has(reason as Broker.DeadLetterReason)
-      ? (reason as Broker.DeadLetterReason)
-      : "exhausted",
+    reason:
+      typeof reason === "string" && reasons.has(reason as Broker.DeadLetterReason)
+        ? (reason as Broker.DeadLetterReason)
+        : "exhausted",
     error: String(table[headers.error] ?? ""),
     attempts: asNumber(table[headers.attempts]),
     failedAt: asNumber(table[headers.failedAt])
@@ -67,14 +68,19 @@ export class DeadLetters {
     const previous = this.locks.get(queue) ?? Promise.resolve()
     const next = previous.catch(() => {}).then(task)
     this.locks.set(queue, next)
-    void next.finally(() => {
-      if (this.locks.get(queue) === next) this.locks.delete(queue)
-    }).catch(() => {})
+    void next
+      .finally(() => {
+        if (this.locks.get(queue) === next) this.locks.delete(queue)
+      })
+      .catch(() => {})
     return next
   }
 
   /** Visit the DLQ oldest first, at most once per message present when the scan started. */
-  scan(queue: string, visit: (entry: Broker.DeadLetterEntry, index: number) => Decision | Promise<Decision>): Promise<void> {
+  scan(
+    queue: string,
+    visit: (entry: Broker.DeadLetterEntry, index: number) => Decision | Promise<Decision>
+  ): Promise<void> {
     return this.exclusive(queue, async () => {
       await this.client.ensureTopology(queue)
       const channel = await this.client.channel()

@@ -38,7 +38,10 @@ const connectionCodes = new Set([
 
 /** A failure raised by this adapter itself (not by amqplib), carrying its reason. */
 export class AdapterFailure extends Error {
-  constructor(readonly reason: Reason, message: string) {
+  constructor(
+    readonly reason: Reason,
+    message: string
+  ) {
     super(message)
     this.name = "AdapterFailure"
   }
@@ -55,16 +58,21 @@ const reasonOf = (cause: unknown): { readonly reason: Reason; readonly detail: s
     return { reason: "Unauthorized", detail: "access refused (check credentials, vhost and permissions)" }
   }
   if (/NOT[-_]FOUND|\b404\b/u.test(message) || code === 404) return { reason: "NotFound", detail: message }
-  if (/larger than configured max size|message size/iu.test(message)) return { reason: "PayloadTooLarge", detail: message }
+  if (/larger than configured max size|message size/iu.test(message))
+    return { reason: "PayloadTooLarge", detail: message }
   // A channel-level refusal (inequivalent arguments, unknown delivery tag…): a bug or a
   // misconfiguration, not something a retry fixes.
-  if (/\b406\b|PRECONDITION[-_]FAILED|\b530\b|NOT[-_]ALLOWED|\b540\b|NOT[-_]IMPLEMENTED/u.test(message) || code === 406) {
+  if (
+    /\b406\b|PRECONDITION[-_]FAILED|\b530\b|NOT[-_]ALLOWED|\b540\b|NOT[-_]IMPLEMENTED/u.test(message) ||
+    code === 406
+  ) {
     return { reason: "Unknown", detail: message }
   }
   if (
     error?.name === "IllegalOperationError" ||
-    /channel (is )?closed|connection (is )?closed|channel ended|connection closed|socket closed|heartbeat timeout|CONNECTION[-_]FORCED|Unexpected close|Socket closed abruptly|write after end/iu
-      .test(message) ||
+    /channel (is )?closed|connection (is )?closed|channel ended|connection closed|socket closed|heartbeat timeout|CONNECTION[-_]FORCED|Unexpected close|Socket closed abruptly|write after end/iu.test(
+      message
+    ) ||
     code === 320
   ) {
     return { reason: "Connection", detail: message }
@@ -74,15 +82,17 @@ const reasonOf = (cause: unknown): { readonly reason: Reason; readonly detail: s
 }
 
 /** Map any native failure of `operation` against `endpoint` (host:port) to a `BrokerError`. */
-export const toBrokerError = (operation: string, endpoint: string) => (cause: unknown): Errors.BrokerError => {
-  if (cause instanceof Errors.BrokerError) return cause
-  const { detail, reason } = reasonOf(cause)
-  return new Errors.BrokerError({
-    reason,
-    operation,
-    message: `RabbitMQ ${operation} on ${endpoint} failed: ${scrub(detail)}`
-  })
-}
+export const toBrokerError =
+  (operation: string, endpoint: string) =>
+  (cause: unknown): Errors.BrokerError => {
+    if (cause instanceof Errors.BrokerError) return cause
+    const { detail, reason } = reasonOf(cause)
+    return new Errors.BrokerError({
+      reason,
+      operation,
+      message: `RabbitMQ ${operation} on ${endpoint} failed: ${scrub(detail)}`
+    })
+  }
 
 /** Whether a native failure is worth retrying once the connection is back. */
 export const isConnectionFailure = (cause: unknown): boolean => reasonOf(cause).reason === "Connection"

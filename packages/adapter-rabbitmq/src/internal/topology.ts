@@ -91,7 +91,9 @@ export const waitQueueOptions = (queue: string, settings: TopologySettings, tier
       ? { "x-dead-letter-exchange": routeExchange(queue, settings, tier - 1) }
       : { "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue }),
     // Quorum queues dead-letter at most once unless asked; at-least-once needs reject-publish.
-    ...(settings.queueType === "quorum" ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" } : {})
+    ...(settings.queueType === "quorum"
+      ? { "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish" }
+      : {})
   }
 })
 
@@ -112,10 +114,20 @@ export const bindings = (queue: string, settings: TopologySettings): ReadonlyArr
   for (let tier = 0; tier < n; tier++) {
     const exchange = routeExchange(queue, settings, tier)
     const prefix = repeat("*", n - 1 - tier)
-    result.push({ exchange, destination: waitQueue(queue, settings, tier), kind: "queue", pattern: [...prefix, "1", "#"].join(".") })
+    result.push({
+      exchange,
+      destination: waitQueue(queue, settings, tier),
+      kind: "queue",
+      pattern: [...prefix, "1", "#"].join(".")
+    })
     result.push(
       tier > 0
-        ? { exchange, destination: routeExchange(queue, settings, tier - 1), kind: "exchange", pattern: [...prefix, "0", "#"].join(".") }
+        ? {
+            exchange,
+            destination: routeExchange(queue, settings, tier - 1),
+            kind: "exchange",
+            pattern: [...prefix, "0", "#"].join(".")
+          }
         : { exchange, destination: queue, kind: "queue", pattern: [...prefix, "0"].join(".") }
     )
   }

@@ -192,6 +192,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         if (url === undefined) {
           if (!create) return undefined
           const attributes = baseAttributes()
+          // a fresh main queue: do not trust a cached dead-letter queue (it may have been deleted with it)
+          if (!dead) queues.delete(deadLetterQueueName(name))
           if (!dead && settings.redrivePolicy !== undefined) {
             const dlq = yield* resolveRaw(deadLetterQueueName(name), true, true)
             const arn = yield* call("GetQueueAttributes", (abortSignal) =>
@@ -521,7 +523,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     return false
   }
 
-  const send: Broker.BrokerShape["send"] = (queue, messages) =>
+  const sendOnce: Broker.BrokerShape["send"] = (queue, messages) =>
     Effect.gen(function* () {
       if (messages.length === 0) return []
       const info = yield* resolveExisting("send", queue)
@@ -750,7 +752,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       forgetOnMissing(info.name)
     )
 
-  const take: Broker.BrokerShape["take"] = (queue, options) =>
+  const takeOnce: Broker.BrokerShape["take"] = (queue, options) =>
     Effect.gen(function* () {
       if (options.max <= 0) return []
       const info = yield* resolveExisting("take", queue)
@@ -767,6 +769,20 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       }
       return messages.map((message) => makeDelivery(info, message))
     })
+
+  /**
+   * A cached queue URL that stopped existing (the queue was deleted and maybe re-created elsewhere)
+   * fails once with NotFound and is forgotten: try once more with a fresh resolution.
+   */
+  const reresolving = <A>(queue: string, run: () => Effect.Effect<A, BrokerError>): Effect.Effect<A, BrokerError> =>
+    Effect.suspend(() => {
+      const wasCached = queues.has(queue)
+      return run().pipe(Effect.catchIf((error) => wasCached && error.reason === "NotFound" && !queues.has(queue), run))
+    })
+
+  const send: Broker.BrokerShape["send"] = (queue, messages) => reresolving(queue, () => sendOnce(queue, messages))
+
+  const take: Broker.BrokerShape["take"] = (queue, options) => reresolving(queue, () => takeOnce(queue, options))
 
   // ---------------------------------------------------------------- dead letters
 
@@ -836,7 +852,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       Effect.gen(function* () {
         const dlq = yield* resolveDeadLetter(operation, queue, false)
         if (dlq === undefined) return empty
-        const counts = yield* approximateCounts(dlq.url).pipe(mapped(operation))
+        const counts = yield* approximateCounts(dlq.url).pipe(forgetOnMissing(dlq.name), mapped(operation))
         const collected: Array<Message> = []
         const ids = new Set<string>()
         let removedIds: ReadonlySet<string> = new Set()
@@ -942,7 +958,11 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       Effect.gen(function* () {
         const dlq = yield* resolveDeadLetter("deadLetters.count", queue, false)
         if (dlq === undefined) return 0
-        const counts = yield* approximateCounts(dlq.url).pipe(mapped("deadLetters.count"))
+        const counts = yield* approximateCounts(dlq.url).pipe(
+          forgetOnMissing(dlq.name),
+          Effect.catchIf(isQueueMissing, () => Effect.succeed({ visible: 0, notVisible: 0, delayed: 0 })),
+          mapped("deadLetters.count")
+        )
         return counts.visible + counts.notVisible + counts.delayed
       }),
     redrive: (queue, options) =>

@@ -27,6 +27,7 @@ export const check = (queue: string, fifo: boolean): string | undefined => {
     return 'names ending with ".fifo" are FIFO queues: use a layer with `fifo: true` (capabilities differ)'
   }
   if (base.length === 0) return 'must have a name before ".fifo"'
+  if (base.endsWith("-dlq")) return 'names ending with "-dlq" are reserved for the adapter\'s dead-letter queues'
   if (!/^[A-Za-z0-9_-]+$/u.test(base)) {
     return "SQS queue names may only contain letters, digits, '-' and '_' (plus the \".fifo\" suffix)"
   }

@@ -27,6 +27,14 @@ export const makeCoalescer = (
   Effect.gen(function* () {
     const requests = yield* Queue.unbounded<Request>()
     const permits = yield* Semaphore.make(maxInFlight)
+    // callers still waiting when the producer's scope closes are interrupted, never left hanging
+    const outstanding = new Set<Deferred.Deferred<SendResult, BrokerError>>()
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        for (const deferred of outstanding) Deferred.doneUnsafe(deferred, Effect.interrupt)
+        outstanding.clear()
+      })
+    )
 
     const flush = (batch: ReadonlyArray<Request>) => {
       const byQueue = new Map<string, Array<Request>>()
@@ -70,7 +78,10 @@ export const makeCoalescer = (
     )
 
     return (queue, message) =>
-      Effect.flatMap(Deferred.make<SendResult, BrokerError>(), (deferred) =>
-        Effect.andThen(Queue.offer(requests, { queue, message, deferred }), Deferred.await(deferred))
-      )
+      Effect.flatMap(Deferred.make<SendResult, BrokerError>(), (deferred) => {
+        outstanding.add(deferred)
+        return Effect.andThen(Queue.offer(requests, { queue, message, deferred }), Deferred.await(deferred)).pipe(
+          Effect.ensuring(Effect.sync(() => outstanding.delete(deferred)))
+        )
+      })
   })

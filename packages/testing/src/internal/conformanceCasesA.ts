@@ -42,7 +42,7 @@ const roundTripPayload: typeof RoundTripPayload.Type = {
   list: [0, 1, 2e10, -3, 0.1],
   nested: {
     deeper: {
-      symbols: "🎉 👩‍👩‍👧‍👦 \"quoted\" \\ back\\slash\nnew line\ttab \u0000 nul \u2028 sep",
+      symbols: '🎉 👩‍👩‍👧‍👦 "quoted" \\ back\\slash\nnew line\ttab \u0000 nul \u2028 sep',
       tags: ["a", "", "z"]
     }
   }
@@ -76,8 +76,23 @@ const r01: Case = {
       expect(explicit).toEqual({ id: explicitId, duplicate: false })
       expect(new Set([full.id, plain.id, explicit.id]).size).toBe(3)
 
-      yield* startWorker(queue, [Worker.handler(job, runs.handle(() => Effect.void))], { concurrency: 3 })
-      yield* waitFor(kit, "3 jobs to run", () => runs.count >= 3, 15_000, () => runs.summary())
+      yield* startWorker(
+        queue,
+        [
+          Worker.handler(
+            job,
+            runs.handle(() => Effect.void)
+          )
+        ],
+        { concurrency: 3 }
+      )
+      yield* waitFor(
+        kit,
+        "3 jobs to run",
+        () => runs.count >= 3,
+        15_000,
+        () => runs.summary()
+      )
       yield* quietPeriod(kit, 500)
       expect(runs.count, "each job runs once without faults").toBe(3)
 
@@ -130,15 +145,32 @@ const r02: Case = {
       const queue = yield* newQueue(kit)
       const job = Job.make("conformance.bulk", { queue, payload: N })
       const runs = new Recorder<{ readonly n: number }>()
-      yield* startWorker(queue, [Worker.handler(job, runs.handle(() => Effect.void))], { concurrency: 50 })
-      const batch = yield* Producer.enqueueBatch(job, range(0, 900).map((n) => ({ payload: { n } })))
+      yield* startWorker(
+        queue,
+        [
+          Worker.handler(
+            job,
+            runs.handle(() => Effect.void)
+          )
+        ],
+        { concurrency: 50 }
+      )
+      const batch = yield* Producer.enqueueBatch(
+        job,
+        range(0, 900).map((n) => ({ payload: { n } }))
+      )
       const singles = yield* Effect.forEach(range(900, 1000), (n) => Producer.enqueue(job, { n }), { concurrency: 20 })
       const ids = [...batch, ...singles].map((r) => r.id)
       expect(new Set(ids).size).toBe(1000)
       expect([...batch, ...singles].every((r) => !r.duplicate)).toBe(true)
 
-      yield* waitFor(kit, "1,000 distinct jobs to run", () => runs.countsById().size >= 1000, 90_000, () =>
-        `${runs.countsById().size} distinct of ${runs.count} runs`)
+      yield* waitFor(
+        kit,
+        "1,000 distinct jobs to run",
+        () => runs.countsById().size >= 1000,
+        90_000,
+        () => `${runs.countsById().size} distinct of ${runs.count} runs`
+      )
       yield* quietPeriod(kit, 500)
       const counts = runs.countsById()
       const repeated = [...counts].filter(([, c]) => c !== 1)
@@ -158,20 +190,33 @@ const r03: Case = {
       const job = Job.make("conformance.concurrency", { queue, payload: N })
       const limit = 5
       const runs = new Recorder<{ readonly n: number }>()
-      let overLimit = 0
-      yield* Producer.enqueueBatch(job, range(0, 25).map((n) => ({ payload: { n } })))
+      yield* Producer.enqueueBatch(
+        job,
+        range(0, 25).map((n) => ({ payload: { n } }))
+      )
       const worker = yield* startWorker(
         queue,
-        [Worker.handler(job, runs.handle(() => Effect.sleep(150 + Math.floor(Math.random() * 50))))],
+        [
+          Worker.handler(
+            job,
+            runs.handle(() => Effect.sleep(150 + Math.floor(Math.random() * 50)))
+          )
+        ],
         { concurrency: limit }
       )
-      // sample the worker's own gauge too while the jobs run
-      yield* waitFor(kit, "25 jobs to finish", () => {
-        if (runs.inFlight > limit) overLimit++
-        return runs.succeeded().length >= 25
-      }, 30_000, () => runs.summary())
-      expect(yield* worker.inFlight).toBeLessThanOrEqual(limit)
-      expect(overLimit).toBe(0)
+      // the handlers' own count is exact; the worker's gauge is sampled as well while the jobs run
+      let workerMax = 0
+      yield* waitFor(
+        kit,
+        "25 jobs to finish",
+        Effect.map(worker.inFlight, (n) => {
+          if (n > workerMax) workerMax = n
+          return runs.succeeded().length >= 25
+        }),
+        30_000,
+        () => runs.summary()
+      )
+      expect(workerMax, "Worker.inFlight").toBeLessThanOrEqual(limit)
       expect(runs.maxInFlight, "most handlers seen running at once").toBe(limit)
       expect(runs.count).toBe(25)
     })
@@ -201,7 +246,13 @@ const r04: Case = {
         )
       ])
       const { id } = yield* Producer.enqueue(job, { n: 1 })
-      yield* waitFor(kit, `attempt ${k} to succeed`, () => runs.succeeded().length >= 1, 20_000, () => runs.summary())
+      yield* waitFor(
+        kit,
+        `attempt ${k} to succeed`,
+        () => runs.succeeded().length >= 1,
+        20_000,
+        () => runs.summary()
+      )
       yield* quietPeriod(kit, 500)
       expect(runs.runs.map((r) => r.context.attempt)).toEqual([1, 2, 3, 4])
       expect(runs.runs.every((r) => r.context.id === id && r.context.maxAttempts === 6)).toBe(true)
@@ -209,7 +260,9 @@ const r04: Case = {
       const expected = [base, base * 2, base * 4]
       for (let i = 0; i < expected.length; i++) {
         const gap = runs.runs[i + 1]!.startedAt - runs.runs[i]!.endedAt!
-        expect(gap, `gap after attempt ${i + 1} (policy ${expected[i]} ms)`).toBeGreaterThanOrEqual(expected[i]! - tolerance)
+        expect(gap, `gap after attempt ${i + 1} (policy ${expected[i]} ms)`).toBeGreaterThanOrEqual(
+          expected[i]! - tolerance
+        )
         expect(gap, `gap after attempt ${i + 1} (policy ${expected[i]} ms)`).toBeLessThanOrEqual(
           expected[i]! + kit.scaled(5000)
         )
@@ -232,12 +285,20 @@ const r05: Case = {
       })
       const runs = new Recorder<typeof Payload.Type>()
       yield* startWorker(queue, [
-        Worker.handler(job, runs.handle((_, ctx) => Effect.fail(new IntendedFailure(`boom on attempt ${ctx.attempt}`))))
+        Worker.handler(
+          job,
+          runs.handle((_, ctx) => Effect.fail(new IntendedFailure(`boom on attempt ${ctx.attempt}`)))
+        )
       ])
       const start = yield* now
       const { id } = yield* Producer.enqueue(job, { order: "A-17", amount: 42.5 })
-      yield* waitFor(kit, "the job to be dead-lettered", Effect.map(DeadLetters.count(queue), (n) => n >= 1), 20_000, () =>
-        runs.summary())
+      yield* waitFor(
+        kit,
+        "the job to be dead-lettered",
+        Effect.map(DeadLetters.count(queue), (n) => n >= 1),
+        20_000,
+        () => runs.summary()
+      )
       const end = yield* now
       expect(runs.runs.map((r) => r.context.attempt)).toEqual([1, 2, 3])
 
@@ -282,19 +343,34 @@ const r06: Case = {
       const deadRuns = new Recorder<{ readonly n: number }>()
       const laterRuns = new Recorder<{ readonly n: number }>()
       yield* startWorker(queue, [
-        Worker.handler(unrecoverable, deadRuns.handle(() => Effect.fail(new Worker.Unrecoverable({ message: "card declined" })))),
+        Worker.handler(
+          unrecoverable,
+          deadRuns.handle(() => Effect.fail(new Worker.Unrecoverable({ message: "card declined" })))
+        ),
         Worker.handler(
           retryAfter,
           laterRuns.handle((_, ctx) =>
-            ctx.attempt === 1 ? Effect.fail(Worker.RetryAfter.of(`${retryDelay} millis`, "rate limited upstream")) : Effect.void
+            ctx.attempt === 1
+              ? Effect.fail(Worker.RetryAfter.of(`${retryDelay} millis`, "rate limited upstream"))
+              : Effect.void
           )
         )
       ])
       const dead = yield* Producer.enqueue(unrecoverable, { n: 1 })
       const later = yield* Producer.enqueue(retryAfter, { n: 2 })
-      yield* waitFor(kit, "the unrecoverable job to be dead-lettered", Effect.map(DeadLetters.count(queue), (n) => n >= 1), 15_000)
-      yield* waitFor(kit, "the RetryAfter job to succeed", () => laterRuns.succeeded().length >= 1, retryDelay + 15_000, () =>
-        laterRuns.summary())
+      yield* waitFor(
+        kit,
+        "the unrecoverable job to be dead-lettered",
+        Effect.map(DeadLetters.count(queue), (n) => n >= 1),
+        15_000
+      )
+      yield* waitFor(
+        kit,
+        "the RetryAfter job to succeed",
+        () => laterRuns.succeeded().length >= 1,
+        retryDelay + 15_000,
+        () => laterRuns.summary()
+      )
       yield* quietPeriod(kit, 500)
 
       expect(deadRuns.count, "Unrecoverable runs once").toBe(1)
@@ -321,7 +397,16 @@ const r07: Case = {
       const queue = yield* newQueue(kit)
       const known = Job.make("conformance.known", { queue, payload: N, attempts: 5 })
       const runs = new Recorder<{ readonly n: number }>()
-      yield* startWorker(queue, [Worker.handler(known, runs.handle(() => Effect.void))], { concurrency: 2 })
+      yield* startWorker(
+        queue,
+        [
+          Worker.handler(
+            known,
+            runs.handle(() => Effect.void)
+          )
+        ],
+        { concurrency: 2 }
+      )
       const prefix = `raw-${randomSuffix()}`
       const enqueuedAt = yield* now
       const envelope = (id: string, job: string, payload: unknown): Envelope.Envelope => ({
@@ -357,7 +442,12 @@ const r07: Case = {
       }
       const good = yield* Producer.enqueue(known, { n: 7 })
       yield* waitFor(kit, "the good job after the bad ones to run", () => runs.succeeded().length >= 1, 15_000)
-      yield* waitFor(kit, "4 undecodable messages in the DLQ", Effect.map(DeadLetters.count(queue), (n) => n >= 4), 15_000)
+      yield* waitFor(
+        kit,
+        "4 undecodable messages in the DLQ",
+        Effect.map(DeadLetters.count(queue), (n) => n >= 4),
+        15_000
+      )
       yield* quietPeriod(kit, 500)
 
       expect(runs.runs.map((r) => [r.context.id, r.payload])).toEqual([[good.id, { n: 7 }]])
@@ -381,18 +471,34 @@ const r08: Case = {
     Effect.gen(function* () {
       const queue = yield* newQueue(kit)
       const Label = Schema.Struct({ label: Schema.String })
-      const job = Job.make("conformance.dlq", { queue, payload: Label, attempts: 2, backoff: Schedule.spaced("50 millis") })
+      const job = Job.make("conformance.dlq", {
+        queue,
+        payload: Label,
+        attempts: 2,
+        backoff: Schedule.spaced("50 millis")
+      })
       let failing = true
       const runs = new Recorder<typeof Label.Type>()
-      yield* startWorker(queue, [
-        Worker.handler(
-          job,
-          runs.handle((p) => (failing ? Effect.fail(new IntendedFailure(`failing ${p.label}`)) : Effect.void))
-        )
-      ], { concurrency: 4 })
+      yield* startWorker(
+        queue,
+        [
+          Worker.handler(
+            job,
+            runs.handle((p) => (failing ? Effect.fail(new IntendedFailure(`failing ${p.label}`)) : Effect.void))
+          )
+        ],
+        { concurrency: 4 }
+      )
       const enqueue = (label: string) => Effect.map(Producer.enqueue(job, { label }), (r) => r.id)
-      const countIs = (n: number) => waitFor(kit, `DLQ count to be ${n}`, Effect.map(DeadLetters.count(queue), (c) => c === n), 20_000)
-      const succeededWithFirstAttempt = (id: string) => runs.succeeded().some((r) => r.context.id === id && r.context.attempt === 1)
+      const countIs = (n: number) =>
+        waitFor(
+          kit,
+          `DLQ count to be ${n}`,
+          Effect.map(DeadLetters.count(queue), (c) => c === n),
+          20_000
+        )
+      const succeededWithFirstAttempt = (id: string) =>
+        runs.succeeded().some((r) => r.context.id === id && r.context.attempt === 1)
 
       // dead-letter four jobs
       const [a, b, c, d] = [yield* enqueue("a"), yield* enqueue("b"), yield* enqueue("c"), yield* enqueue("d")]
@@ -416,15 +522,26 @@ const r08: Case = {
       // redrive one by id: it runs again from attempt 1
       failing = false
       expect(yield* DeadLetters.redrive(queue, { ids: [a!] })).toBe(1)
-      yield* waitFor(kit, "the redriven job to run again with attempt 1", () => succeededWithFirstAttempt(a!), 15_000, () =>
-        runs.summary())
+      yield* waitFor(
+        kit,
+        "the redriven job to run again with attempt 1",
+        () => succeededWithFirstAttempt(a!),
+        15_000,
+        () => runs.summary()
+      )
       yield* countIs(3)
       expect(Option.isNone(yield* DeadLetters.get(queue, a!))).toBe(true)
       expect(yield* DeadLetters.redrive(queue, { ids: [`missing-${randomSuffix()}`] })).toBe(0)
 
       // redrive the rest
       expect(yield* DeadLetters.redrive(queue)).toBe(3)
-      yield* waitFor(kit, "every redriven job to run again with attempt 1", () => [b, c, d].every((id) => succeededWithFirstAttempt(id!)), 15_000, () => runs.summary())
+      yield* waitFor(
+        kit,
+        "every redriven job to run again with attempt 1",
+        () => [b, c, d].every((id) => succeededWithFirstAttempt(id!)),
+        15_000,
+        () => runs.summary()
+      )
       yield* countIs(0)
 
       // purge by id, then all
@@ -451,13 +568,30 @@ const delayedJob = (kit: Kit, delay: number) =>
     const queue = yield* newQueue(kit)
     const job = Job.make("conformance.delayed", { queue, payload: N })
     const runs = new Recorder<{ readonly n: number }>()
-    yield* startWorker(queue, [Worker.handler(job, runs.handle(() => Effect.void))])
+    yield* startWorker(queue, [
+      Worker.handler(
+        job,
+        runs.handle(() => Effect.void)
+      )
+    ])
     const before = yield* now
     const delayed = yield* Producer.enqueue(job, { n: 1 }, { delay: `${delay} millis` })
     const after = yield* now
     const immediate = yield* Producer.enqueue(job, { n: 2 })
-    yield* waitFor(kit, "the delayed job to run", () => runs.of(delayed.id).length >= 1, delay + 15_000, () => runs.summary())
-    yield* waitFor(kit, "the immediate job to run", () => runs.of(immediate.id).length >= 1, 15_000, () => runs.summary())
+    yield* waitFor(
+      kit,
+      "the delayed job to run",
+      () => runs.of(delayed.id).length >= 1,
+      delay + 15_000,
+      () => runs.summary()
+    )
+    yield* waitFor(
+      kit,
+      "the immediate job to run",
+      () => runs.of(immediate.id).length >= 1,
+      15_000,
+      () => runs.summary()
+    )
     yield* quietPeriod(kit, 300)
     const run = runs.of(delayed.id)
     expect(run).toHaveLength(1)

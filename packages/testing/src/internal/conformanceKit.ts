@@ -10,10 +10,12 @@ import { randomBytes } from "node:crypto"
 export interface SuiteOptions {
   readonly layer: Layer.Layer<Broker.Broker, unknown>
   readonly capabilities: Broker.Capabilities
-  readonly restart?: {
-    readonly layer: Layer.Layer<Broker.Broker, unknown>
-    readonly restart: Effect.Effect<void, unknown>
-  } | undefined
+  readonly restart?:
+    | {
+        readonly layer: Layer.Layer<Broker.Broker, unknown>
+        readonly restart: Effect.Effect<void, unknown>
+      }
+    | undefined
   readonly idempotencyStore?: Layer.Layer<Idempotency.IdempotencyStore, unknown> | undefined
   readonly timeScale?: number | undefined
   readonly restartSkipReason?: string | undefined
@@ -132,8 +134,12 @@ export const waitForStats = (
     `stats of ${queue} to be ${JSON.stringify(expected)}`,
     Effect.map(Queues.stats(queue), (stats) => {
       last = stats
-      return stats.waiting === expected.waiting && stats.active === expected.active &&
-        stats.delayed === expected.delayed && stats.dead === expected.dead
+      return (
+        stats.waiting === expected.waiting &&
+        stats.active === expected.active &&
+        stats.delayed === expected.delayed &&
+        stats.dead === expected.dead
+      )
     }),
     timeout,
     () => `last seen ${JSON.stringify(last)}`
@@ -141,7 +147,11 @@ export const waitForStats = (
 }
 
 /** Poll until the queue holds nothing waiting, active or delayed. */
-export const waitForDrained = (kit: Kit, queue: string, timeout = 15_000): Effect.Effect<void, unknown, Broker.Broker> => {
+export const waitForDrained = (
+  kit: Kit,
+  queue: string,
+  timeout = 15_000
+): Effect.Effect<void, unknown, Broker.Broker> => {
   let last: Broker.QueueStats | undefined
   return waitFor(
     kit,
@@ -202,11 +212,8 @@ export class Recorder<P> {
             Effect.sync(() => {
               this.inFlight--
               run.endedAt = Date.now()
-              run.outcome = exit._tag === "Success"
-                ? "succeeded"
-                : Cause.hasInterruptsOnly(exit.cause)
-                ? "interrupted"
-                : "failed"
+              run.outcome =
+                exit._tag === "Success" ? "succeeded" : Cause.hasInterruptsOnly(exit.cause) ? "interrupted" : "failed"
             })
           )
         )
@@ -233,9 +240,10 @@ export class Recorder<P> {
   }
 
   summary(): string {
-    return `${this.runs.length} run(s): ${
-      this.runs.slice(0, 20).map((r) => `${r.context.id}#${r.context.attempt}:${r.outcome}`).join(", ")
-    }${this.runs.length > 20 ? ", …" : ""}`
+    return `${this.runs.length} run(s): ${this.runs
+      .slice(0, 20)
+      .map((r) => `${r.context.id}#${r.context.attempt}:${r.outcome}`)
+      .join(", ")}${this.runs.length > 20 ? ", …" : ""}`
   }
 }
 
@@ -246,7 +254,9 @@ export class IntendedFailure extends Error {
 }
 
 /** A broker that counts `send` calls, for "nothing was sent" checks. */
-export const countingBroker = (broker: Broker.BrokerShape): { readonly broker: Broker.BrokerShape; readonly sends: () => number } => {
+export const countingBroker = (
+  broker: Broker.BrokerShape
+): { readonly broker: Broker.BrokerShape; readonly sends: () => number } => {
   let sends = 0
   return {
     broker: Broker.Broker.of({
@@ -262,7 +272,8 @@ export const countingBroker = (broker: Broker.BrokerShape): { readonly broker: B
 }
 
 /** `n` integers from `from`. */
-export const range = (from: number, to: number): Array<number> => Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i)
+export const range = (from: number, to: number): Array<number> =>
+  Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i)
 
 /** Re-export for cases. */
 export type AnyJob = Job.Any
