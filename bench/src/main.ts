@@ -425,7 +425,9 @@ const main = async () => {
   process.stdout.write(`\n${markdown}\n`)
   const dir = join(dirname(fileURLToPath(import.meta.url)), "..", "results")
   mkdirSync(dir, { recursive: true })
-  const base = settings.quick ? "quick" : "latest"
+  // A run of every adapter is `latest` (or `quick`); a run of some is saved beside it, named after them.
+  const all = settings.only.length === adapterNames.length && settings.scenarios === undefined
+  const base = `${settings.quick ? "quick" : "latest"}${all ? "" : `-${settings.only.join("-")}`}`
   writeFileSync(join(dir, `${base}.md`), markdown)
   writeFileSync(join(dir, `${base}.json`), `${JSON.stringify(report, null, 2)}\n`)
   log(`written: bench/results/${base}.md, bench/results/${base}.json (${report.durationSeconds} s)`)

@@ -1,12 +1,10 @@
 /**
  * Which broker a scenario runs on, as plain JSON so a worker process can rebuild the same layer.
+ * Each adapter is imported only when used: a worker process then loads one client library, not
+ * four, and restarts in a couple of seconds after a SIGKILL.
  */
-import { BullMQBroker } from "@errand/adapter-bullmq"
-import { RabbitMQBroker } from "@errand/adapter-rabbitmq"
-import { SqsBroker } from "@errand/adapter-sqs"
 import type { Broker } from "@errand/core"
-import { MemoryBroker } from "@errand/testing"
-import type { Layer } from "effect"
+import { Effect, Layer } from "effect"
 
 export type AdapterConfig =
   | { readonly kind: "memory" }
@@ -21,22 +19,35 @@ export type AdapterConfig =
 
 export type AdapterKind = AdapterConfig["kind"]
 
+const lazy = <A>(load: () => Promise<A>, build: (module: A) => Layer.Layer<Broker.Broker, unknown>) =>
+  Layer.unwrap(Effect.map(Effect.promise(load), build))
+
 export const brokerLayer = (config: AdapterConfig): Layer.Layer<Broker.Broker, unknown> => {
   switch (config.kind) {
     case "memory":
-      return MemoryBroker.layer()
+      return lazy(() => import("@errand/testing"), (m) => m.MemoryBroker.layer())
     case "bullmq":
-      // a short stalled check: a SIGKILLed worker's jobs come back within a second or two of the lease
-      return BullMQBroker.layer({ url: config.url, prefix: config.prefix, stalledInterval: 1000, evictionPolicy: "ignore" })
+      // a short stalled check: a SIGKILLed worker's jobs come back about a second after the lease
+      return lazy(
+        () => import("@errand/adapter-bullmq"),
+        (m) => m.BullMQBroker.layer({ url: config.url, prefix: config.prefix, stalledInterval: 1000, evictionPolicy: "ignore" })
+      )
     case "rabbitmq":
-      return RabbitMQBroker.layer({ url: config.url, connectionName: "errand-chaos" })
+      return lazy(
+        () => import("@errand/adapter-rabbitmq"),
+        (m) => m.RabbitMQBroker.layer({ url: config.url, connectionName: "errand-chaos" })
+      )
     case "sqs":
-      return SqsBroker.layer({
-        endpoint: config.endpoint,
-        allowInsecureEndpoint: true,
-        region: "us-east-1",
-        credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
-        sdkMaxAttempts: 2
-      })
+      return lazy(
+        () => import("@errand/adapter-sqs"),
+        (m) =>
+          m.SqsBroker.layer({
+            endpoint: config.endpoint,
+            allowInsecureEndpoint: true,
+            region: "us-east-1",
+            credentials: { accessKeyId: config.accessKeyId, secretAccessKey: config.secretAccessKey },
+            sdkMaxAttempts: 2
+          })
+      )
   }
 }

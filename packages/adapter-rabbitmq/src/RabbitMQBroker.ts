@@ -22,10 +22,12 @@ import * as Topology from "./internal/topology.js"
  */
 export interface Options {
   /**
-   * AMQP URL, `amqp://` or `amqps://` (TLS). Default `amqp://guest:guest@127.0.0.1:5672`. A
-   * `heartbeat` of 10 s is added unless the URL sets one (`?heartbeat=30`; 0 disables).
+   * AMQP URL, `amqp://` or `amqps://` (TLS), or amqplib's connection options (`hostname`, `port`,
+   * `username`, `password`, `vhost`, `protocol: "amqps"`…). Default
+   * `amqp://guest:guest@127.0.0.1:5672`. A `heartbeat` of 10 s is added unless one is set
+   * (`?heartbeat=30`; 0 disables).
    */
-  readonly url?: string | undefined
+  readonly url?: string | amqp.Options.Connect | undefined
   /** Passed to amqplib's `connect` (TLS `ca`/`cert`/`key`, `timeout`, `heartbeat`…). */
   readonly socketOptions?: Record<string, unknown> | undefined
   /**
@@ -69,8 +71,9 @@ export const defaultUrl = "amqp://guest:guest@127.0.0.1:5672"
 // RabbitMQ suggests a 60 s heartbeat: a dead peer would go unnoticed for two minutes.
 const defaultHeartbeatSeconds = 10
 
-/** The URL with a `heartbeat` query parameter unless it has one. */
-const withHeartbeat = (url: string): string => {
+/** The URL (or connection options) with a `heartbeat` unless it has one. */
+const withHeartbeat = (url: string | amqp.Options.Connect): string | amqp.Options.Connect => {
+  if (typeof url !== "string") return url.heartbeat === undefined ? { ...url, heartbeat: defaultHeartbeatSeconds } : url
   try {
     const parsed = new URL(url)
     if (parsed.searchParams.has("heartbeat")) return url

@@ -29,6 +29,26 @@ describe("connection and publishing errors", () => {
     })
   )
 
+  it.live("connection options (not a URL) work too, with the same error hygiene", () =>
+    Effect.gen(function* () {
+      const parsed = new URL(url)
+      const base = {
+        hostname: parsed.hostname,
+        port: Number(parsed.port || "5672"),
+        username: decodeURIComponent(parsed.username),
+        vhost: "/"
+      }
+      const good = yield* RabbitMQBroker.make({ url: { ...base, password: decodeURIComponent(parsed.password) } })
+      expect(good.endpoint).toBe(`${base.hostname}:${base.port}`)
+      const error = failure(
+        yield* Effect.exit(Effect.scoped(RabbitMQBroker.make({ url: { ...base, password: "0ther-Secret" } })))
+      )
+      expect(error.reason).toBe("Unauthorized")
+      expect(error.message).toContain(`${base.hostname}:${base.port}`)
+      expect(error.message).not.toContain("0ther-Secret")
+    }).pipe(Effect.scoped)
+  )
+
   it.live("an unreachable broker is a Connection error", () =>
     Effect.gen(function* () {
       const exit = yield* Effect.exit(Effect.scoped(RabbitMQBroker.make({ url: "amqp://u:secret@127.0.0.1:1" })))

@@ -10,6 +10,8 @@ describe("error mapping", () => {
     expect(endpointOf("amqps://user:s3cret@broker.example")).toBe("broker.example:5671")
     expect(endpointOf("amqp://broker.example")).toBe("broker.example:5672")
     expect(endpointOf("not a url")).toBe("<invalid AMQP URL>")
+    expect(endpointOf({ hostname: "h", port: 1234 })).toBe("h:1234")
+    expect(endpointOf({ hostname: "h", protocol: "amqps" })).toBe("h:5671")
   })
 
   it("scrubs URLs and credentials out of native messages", () => {

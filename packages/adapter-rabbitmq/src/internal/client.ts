@@ -14,7 +14,7 @@ import * as Topology from "./topology.js"
 
 /** What the client needs to know. */
 export interface ClientOptions {
-  readonly url: string
+  readonly url: string | amqp.Options.Connect
   readonly socketOptions: Record<string, unknown>
   readonly connectionName: string
   readonly reconnect: { readonly initialDelay: number; readonly maxDelay: number }

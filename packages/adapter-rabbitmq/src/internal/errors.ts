@@ -7,7 +7,19 @@ import { Errors } from "@errand/core"
 type Reason = Errors.BrokerErrorReason
 
 /** Where we talk to, safe to show: `host:port`, never credentials or the full URL. */
-export const endpointOf = (url: string): string => {
+export const endpointOf = (
+  url:
+    | string
+    | {
+        readonly hostname?: string | undefined
+        readonly port?: number | undefined
+        readonly protocol?: string | undefined
+      }
+): string => {
+  if (typeof url !== "string") {
+    const port = url.port ?? (url.protocol?.startsWith("amqps") ? 5671 : 5672)
+    return `${url.hostname ?? "localhost"}:${port}`
+  }
   try {
     const parsed = new URL(url)
     const port = parsed.port !== "" ? parsed.port : parsed.protocol === "amqps:" ? "5671" : "5672"
