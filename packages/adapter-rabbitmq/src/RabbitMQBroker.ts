@@ -103,7 +103,7 @@ const resolve = (options: Options) => {
       maxDelay: options.reconnect?.maxDelay ?? 5_000
     },
     connectionName: options.connectionName ?? "errand",
-    leaseExtension: options.leaseExtension ?? false,
+    leaseExtension: options.leaseExtension ?? true,
     socketOptions: options.socketOptions ?? {}
   }
 }

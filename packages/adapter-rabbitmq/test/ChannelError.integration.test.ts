@@ -98,7 +98,7 @@ describe("priorities", () => {
     Effect.gen(function* () {
       const broker = yield* RabbitMQBroker.make({ url, queueType: "quorum" })
       expect(broker.capabilities.priorities).toBe(false)
-      expect(broker.capabilities.leaseExtension).toBe(false)
+      expect(broker.capabilities.leaseExtension).toBe(true)
     }).pipe(Effect.scoped)
   )
 })

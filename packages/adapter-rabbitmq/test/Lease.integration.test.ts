@@ -6,7 +6,7 @@ import { message, takeAtLeast, uniqueQueue, url } from "./helpers.js"
 describe("leases (kept by the adapter: AMQP has none)", () => {
   it.live("an unsettled delivery goes back to the queue when its lease runs out; its late ack is dropped", () =>
     Effect.gen(function* () {
-      const broker = yield* RabbitMQBroker.make({ url })
+      const broker = yield* RabbitMQBroker.make({ url, leaseExtension: false })
       expect(broker.capabilities.leaseExtension).toBe(false)
       const queue = uniqueQueue("lease")
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))

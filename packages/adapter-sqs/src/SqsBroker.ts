@@ -52,7 +52,7 @@ export interface Options {
   readonly entryAttempts?: number | undefined
   /** The SDK's own attempts per request (throttling, 5xx, network), with its standard backoff. Default 4. */
   readonly sdkMaxAttempts?: number | undefined
-  /** Milliseconds acks wait to share one `DeleteMessageBatch` call. Default 5. */
+  /** Milliseconds acks wait to share one `DeleteMessageBatch` call (0: only acks made in the same tick). Default 5. */
   readonly deleteBatchWindow?: number | undefined
   /** Visibility timeout, in seconds, used while dead-letter listing hides messages. Default 30. */
   readonly scanVisibilitySeconds?: number | undefined

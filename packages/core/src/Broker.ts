@@ -8,7 +8,9 @@
  *   after the adapter has retried what it safely can.
  * - Every `Delivery` method is idempotent and never throws: the first settle (`ack`, `retry`,
  *   `deadLetter`, `release`) wins, later ones are no-ops. Failures are `BrokerError`s.
- * - A delivery that is never settled (the process died) is redelivered after its lease.
+ * - A delivery that is never settled (the process died, or the handler hung) is redelivered after
+ *   its lease. A broker without leases of its own (AMQP) keeps them locally: a delivery still
+ *   unsettled when its lease ends is given back, and its late settles are dropped.
  * - Queue names reaching an adapter were validated by core (see `QueueName`), and the adapter's
  *   own `validateQueueName` was consulted.
  *

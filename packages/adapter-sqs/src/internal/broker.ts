@@ -344,7 +344,12 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           })
         })
       )
-  }).pipe(RequestResolver.batchN(maxBatchEntries), RequestResolver.setDelay(settings.deleteBatchWindow))
+  }).pipe(
+    RequestResolver.batchN(maxBatchEntries),
+    // 0: batch only what is requested together in one tick (no timer, so TestClock cannot stall acks)
+    (resolver) =>
+      settings.deleteBatchWindow > 0 ? RequestResolver.setDelay(resolver, settings.deleteBatchWindow) : resolver
+  )
 
   /** Delete one message; concurrent deletes on one queue share `DeleteMessageBatch` calls. */
   const deleteMessage = (url: string, messageId: string, receiptHandle: string) =>
