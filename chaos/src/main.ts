@@ -107,6 +107,17 @@ const signalPid = async (pid: number, signal: NodeJS.Signals): Promise<string> =
   }
 }
 
+/** Wait up to 60 s for RabbitMQ to have no connection but ours; answers how many others remain. */
+const quietRabbitMQ = async () => {
+  let others = await rabbitmq.otherConnections()
+  const deadline = Date.now() + 60_000
+  while (others > 0 && Date.now() < deadline) {
+    await sleep(2000)
+    others = await rabbitmq.otherConnections()
+  }
+  return others
+}
+
 const makeEnv = async (kind: AdapterKind): Promise<Env> => {
   switch (kind) {
     case "memory": {
@@ -428,6 +439,14 @@ const restartScenario: Scenario = async (env, row) => {
     return
   }
   const restart = env.restart
+  if (env.kind === "rabbitmq") {
+    const others = await quietRabbitMQ()
+    if (others > 0) {
+      row.status = "skip"
+      row.notes.push(`SKIPPED: ${others} other connection(s) on RabbitMQ (waited 60 s); stop_app would break them`)
+      return
+    }
+  }
   const run = await newRun(env, "restart")
   const fleet = new Fleet(run)
   try {
@@ -510,10 +529,10 @@ const pauseScenario: Scenario = async (env, row) => {
   const fleet = new Fleet(run)
   try {
     if (env.kind === "rabbitmq") {
-      const others = await rabbitmq.otherConnections()
+      const others = await quietRabbitMQ()
       if (others > 0) {
         row.status = "skip"
-        row.notes.push(`SKIPPED: ${others} other connection(s) on RabbitMQ; SIGSTOP of the node would disturb them`)
+        row.notes.push(`SKIPPED: ${others} other connection(s) on RabbitMQ; SIGSTOP of the node would disturb them (waited 60 s)`)
         return
       }
     }

@@ -27,7 +27,11 @@ import type { BrokerError } from "./Errors.js"
  * @since 0.1.0
  */
 export interface Capabilities {
-  /** Longest delay `send`/`retry` accept, in milliseconds (`Infinity` when unbounded). Core hops past it. */
+  /**
+   * Longest delay `send`/`retry` accept, in milliseconds (`Infinity` when unbounded). Core hops past
+   * it. `0` means `send` cannot delay at all but `retry` with an unchanged body can delay a
+   * redelivery by any amount (SQS FIFO hides the message); core then passes the whole remainder.
+   */
   readonly maxDelay: number
   /** Whether `OutgoingMessage.priority` changes delivery order. */
   readonly priorities: boolean

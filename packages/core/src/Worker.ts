@@ -224,6 +224,14 @@ export const run = Effect.fnUntraced(function* <R>(
   const context = yield* Effect.context<R>()
   const limit = limitOf(broker)
   const canExtend = broker.capabilities.leaseExtension
+  if (!canExtend) {
+    const unbounded = options.handlers.filter((h) => h.job.timeout === undefined || h.job.timeout > lease)
+    if (unbounded.length > 0) {
+      yield* Effect.logWarning(
+        `errand: broker "${broker.name}" cannot extend leases; on "${queue}" a handler running longer than the ${lease} ms lease may be delivered again (${unbounded.map((h) => h.job.name).join(", ")}): set a job timeout below the lease, or a longer lease`
+      )
+    }
+  }
   const maxDelay = broker.capabilities.maxDelay
   // Brokers that cannot delay a send at all (SQS FIFO) can still delay a redelivery; see Broker.ts.
   const hopLimit = maxDelay > 0 ? maxDelay : Number.POSITIVE_INFINITY
@@ -448,22 +456,8 @@ export const run = Effect.fnUntraced(function* <R>(
         if (active >= concurrency) yield* slotFreed.await
         continue
       }
-      let max = concurrency - active
-      if (limiter !== undefined && rate !== undefined) {
-        const consumed = yield* Effect.result(
-          limiter.consume({
-            algorithm: "fixed-window",
-            onExceeded: "delay",
-            window: rate.window,
-            limit: rate.limit,
-            key: `errand:rate:${queue}`
-          })
-        )
-        if (consumed._tag === "Success" && Duration.toMillis(consumed.success.delay) > 0) {
-          yield* Effect.sleep(consumed.success.delay)
-        }
-        max = 1
-      }
+      const limited = limiter !== undefined && rate !== undefined
+      const max = limited ? 1 : concurrency - active
       const taken = yield* Effect.result(broker.take(queue, { max, lease, wait: pollWait }))
       if (taken._tag === "Failure") {
         takeFailures++
@@ -476,6 +470,29 @@ export const run = Effect.fnUntraced(function* <R>(
         continue
       }
       takeFailures = 0
+      if (limited && taken.success.length > 0) {
+        // the token is spent only on a real start (an empty take costs none); shutdown while
+        // waiting for it gives the delivery back
+        yield* limiter
+          .consume({
+            algorithm: "fixed-window",
+            onExceeded: "delay",
+            window: rate.window,
+            limit: rate.limit,
+            key: `errand:rate:${queue}`
+          })
+          .pipe(
+            Effect.flatMap((consumed) =>
+              Duration.toMillis(consumed.delay) > 0 ? Effect.sleep(consumed.delay) : Effect.void
+            ),
+            Effect.catch((error) => Effect.logWarning("errand: rate limiter unavailable; starting anyway", error)),
+            Effect.onInterrupt(() =>
+              Effect.forEach(taken.success, (delivery) => settle("release", delivery, delivery.release), {
+                discard: true
+              })
+            )
+          )
+      }
       // handing deliveries to fibers must not be cut short by shutdown: each is either started or released
       yield* Effect.uninterruptible(
         Effect.forEach(
