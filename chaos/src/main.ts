@@ -408,7 +408,9 @@ const killScenario: Scenario = async (env, row) => {
     const start = Date.now()
     const respawns: Array<Promise<unknown>> = []
     for (let tick = 1; tick * 2000 <= window; tick++) {
-      await sleep(start + tick * 2000 - Date.now())
+      // ±300 ms of jitter: the producer sends every 100 ms, and kills in lockstep with it would
+      // always land at the same point of its cycle (often between batches, with nothing in flight)
+      await sleep(start + tick * 2000 + Math.round((Math.random() - 0.5) * 600) - Date.now())
       // a worker that is up and consuming: killing one still starting would hit no work
       if (await fleet.killRandom()) respawns.push(fleet.spawn().catch((e) => row.violations.push(`respawn: ${e}`)))
     }

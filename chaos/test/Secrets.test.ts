@@ -7,6 +7,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { Producer, Worker } from "@errand/core"
+import { RedisIdempotencyStore } from "@errand/idempotency-redis"
 import { Cause, Effect, Exit, Layer, Logger, References, Tracer } from "effect"
 import { buildApp } from "fauxqs"
 import { randomUUID } from "node:crypto"
@@ -107,7 +108,7 @@ describe("no secret in any error, log or span", () => {
   const canary = `canary${randomUUID().replace(/-/g, "")}`
 
   if (selected.includes("bullmq")) {
-    it("bullmq: wrong password on a Redis with requirepass, and a closed port", async () => {
+    it("bullmq + idempotency-redis: wrong password on a Redis with requirepass, and a closed port", async () => {
       const redis = await startRedis(["--requirepass", "the-right-one"], "the-right-one")
       try {
         const endpoint = `127.0.0.1:${redis.port}`
@@ -121,6 +122,15 @@ describe("no secret in any error, log or span", () => {
         )
         expect(Exit.isFailure(withUser.exit)).toBe(true)
         expectClean(withUser, canary, endpoint)
+        // the idempotency store every worker process shares
+        const store = await capture(
+          Effect.gen(function* () {
+            const s = yield* RedisIdempotencyStore.RedisIdempotencyStore
+            yield* s.claim("k", 1000)
+          }).pipe(Effect.provide(RedisIdempotencyStore.layer({ url: `redis://:${canary}@${endpoint}` })))
+        )
+        expect(Exit.isFailure(store.exit)).toBe(true)
+        expectClean(store, canary, endpoint)
         const port = await freePort()
         const closed = await capture(
           exercise({ kind: "bullmq", url: `redis://:${canary}@127.0.0.1:${port}`, prefix: "chaos-secrets" })

@@ -22,7 +22,10 @@ export const make = async (url: string, timeout: number): Promise<Side & { reado
         connection.on("error", (error: Error) =>
           process.stderr.write(`  (amqplib connection error: ${error.message})\n`)
         )
-        connection.on("close", forget)
+        connection.on("close", () => {
+          if (current === opening) process.stderr.write("  (amqplib connection closed; reopening on next use)\n")
+          forget()
+        })
         const channel = await connection.createConfirmChannel()
         channel.on("error", (error: Error) => process.stderr.write(`  (amqplib channel error: ${error.message})\n`))
         channel.on("close", forget)

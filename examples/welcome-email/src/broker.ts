@@ -33,7 +33,9 @@ export class AdapterUnavailable extends Schema.TaggedError<AdapterUnavailable>()
 
 /** What each adapter module must look like: a namespace with `layer(options)`. */
 interface AdapterModule {
-  readonly [namespace: string]: { readonly layer?: (options: Record<string, unknown>) => Layer.Layer<Broker.Broker, unknown> }
+  readonly [namespace: string]: {
+    readonly layer?: (options: Record<string, unknown>) => Layer.Layer<Broker.Broker, unknown>
+  }
 }
 
 const adapters: Record<Exclude<Kind, "memory">, { readonly module: string; readonly namespace: string }> = {
@@ -42,7 +44,9 @@ const adapters: Record<Exclude<Kind, "memory">, { readonly module: string; reado
   sqs: { module: "@errand/adapter-sqs", namespace: "SqsBroker" }
 }
 
-const load = (kind: Exclude<Kind, "memory">): Effect.Effect<NonNullable<AdapterModule[string]["layer"]>, AdapterUnavailable> => {
+const load = (
+  kind: Exclude<Kind, "memory">
+): Effect.Effect<NonNullable<AdapterModule[string]["layer"]>, AdapterUnavailable> => {
   const { module, namespace } = adapters[kind]
   return Effect.tryPromise({
     // a specifier in a variable: neither tsc nor the bundler follows it, so the adapter stays optional
@@ -57,12 +61,21 @@ const load = (kind: Exclude<Kind, "memory">): Effect.Effect<NonNullable<AdapterM
       const layer = mod[namespace]?.layer
       return layer
         ? Effect.succeed(layer)
-        : Effect.fail(new AdapterUnavailable({ broker: kind, message: `adapter ${kind} not available: ${module} has no ${namespace}.layer` }))
+        : Effect.fail(
+            new AdapterUnavailable({
+              broker: kind,
+              message: `adapter ${kind} not available: ${module} has no ${namespace}.layer`
+            })
+          )
     })
   )
 }
 
-const optionalString = (name: string) => Config.String(name).pipe(Config.option, Config.map((o) => (o._tag === "Some" && o.value !== "" ? o.value : undefined)))
+const optionalString = (name: string) =>
+  Config.String(name).pipe(
+    Config.option,
+    Config.map((o) => (o._tag === "Some" && o.value !== "" ? o.value : undefined))
+  )
 
 /**
  * The broker layer for `ERRAND_BROKER`, configured from the environment:

@@ -95,18 +95,30 @@ const scenario = Effect.gen(function* () {
   bad.push(yield* post("empty userId", JSON.stringify({ userId: "" })))
   bad.push(yield* post("userId not a string", JSON.stringify({ userId: 42 })))
   for (const r of replies) {
-    yield* print(`  POST ${r.label.padEnd(24)} → ${r.status} id=${String(r.body["id"])} duplicate=${String(r.body["duplicate"])}`)
+    yield* print(
+      `  POST ${r.label.padEnd(24)} → ${r.status} id=${String(r.body["id"])} duplicate=${String(r.body["duplicate"])}`
+    )
   }
   for (const r of bad) yield* print(`  POST ${r.label.padEnd(24)} → ${r.status} ${String(r.body["reason"])}`)
 
-  check("every valid request is answered 202", replies.every((r) => r.status === 202), replies.map((r) => r.status).join(","))
+  check(
+    "every valid request is answered 202",
+    replies.every((r) => r.status === 202),
+    replies.map((r) => r.status).join(",")
+  )
   const firstAlice = replies[0]!
   const dupAlice = replies[4]!
   check(
     "the duplicate request gets the first job's id, marked duplicate",
-    dupAlice.body["id"] === firstAlice.body["id"] && dupAlice.body["duplicate"] === true && firstAlice.body["duplicate"] === false
+    dupAlice.body["id"] === firstAlice.body["id"] &&
+      dupAlice.body["duplicate"] === true &&
+      firstAlice.body["duplicate"] === false
   )
-  check("every bad body is answered 400 with a reason", bad.every((r) => r.status === 400 && typeof r.body["reason"] === "string"), bad.map((r) => r.status).join(","))
+  check(
+    "every bad body is answered 400 with a reason",
+    bad.every((r) => r.status === 400 && typeof r.body["reason"] === "string"),
+    bad.map((r) => r.status).join(",")
+  )
 
   // --- 2. processing and retries ------------------------------------------------------------
   yield* settle
@@ -116,18 +128,23 @@ const scenario = Effect.gen(function* () {
   const welcomes = sent.filter((e) => e.template === "welcome")
 
   yield* heading(`2. Welcome emails (clock now ${clock(startTime + 20_000)})`)
-  for (const e of welcomes) yield* print(`  sent to ${e.to.padEnd(6)} at ${clock(e.sentAt)} (${since(e.sentAt, startTime)})`)
+  for (const e of welcomes)
+    yield* print(`  sent to ${e.to.padEnd(6)} at ${clock(e.sentAt)} (${since(e.sentAt, startTime)})`)
 
   yield* heading("3. Mailer calls and retries (exponential backoff: 1 s, 2 s, 4 s, 8 s; 5 attempts)")
   for (const user of users) {
     const mine = calls.filter((c) => c.to === user && c.template === "welcome")
-    yield* print(`  ${user.padEnd(6)} ${mine.map((c, i) => `#${i + 1} ${since(c.at, startTime)} ${c.ok ? "ok" : "failed"}`).join(", ")}`)
+    yield* print(
+      `  ${user.padEnd(6)} ${mine.map((c, i) => `#${i + 1} ${since(c.at, startTime)} ${c.ok ? "ok" : "failed"}`).join(", ")}`
+    )
   }
 
   const dead = yield* DeadLetters.list(Jobs.queue)
   yield* heading("4. Dead-letter queue")
   for (const d of dead) {
-    yield* print(`  ${d.id} job=${d.envelope?.job} payload=${JSON.stringify(d.envelope?.payload)} attempts=${d.attempts} reason=${d.reason}`)
+    yield* print(
+      `  ${d.id} job=${d.envelope?.job} payload=${JSON.stringify(d.envelope?.payload)} attempts=${d.attempts} reason=${d.reason}`
+    )
     yield* print(`    error: ${d.error}`)
   }
   const afterWelcome = yield* Queues.stats(Jobs.queue)
@@ -135,18 +152,39 @@ const scenario = Effect.gen(function* () {
   yield* print(`  ${JSON.stringify(afterWelcome)}  (the delayed ones are the three reminders)`)
 
   const welcomedUsers = welcomes.map((e) => e.to).sort()
-  check("exactly one welcome email per user, none for dave", JSON.stringify(welcomedUsers) === JSON.stringify(["alice", "bob", "carol"]), welcomedUsers.join(","))
+  check(
+    "exactly one welcome email per user, none for dave",
+    JSON.stringify(welcomedUsers) === JSON.stringify(["alice", "bob", "carol"]),
+    welcomedUsers.join(",")
+  )
   const count = (user: string) => calls.filter((c) => c.to === user && c.template === "welcome").length
-  check("alice: 2 failures then success (3 calls); bob 1; carol 2", count("alice") === 3 && count("bob") === 1 && count("carol") === 2)
-  const daveGaps = calls.filter((c) => c.to === "dave").map((c, i, all) => (i === 0 ? 0 : c.at - all[i - 1]!.at)).slice(1)
-  check("dave: 5 attempts, retried after 1 s, 2 s, 4 s, 8 s", JSON.stringify(daveGaps) === "[1000,2000,4000,8000]", JSON.stringify(daveGaps))
+  check(
+    "alice: 2 failures then success (3 calls); bob 1; carol 2",
+    count("alice") === 3 && count("bob") === 1 && count("carol") === 2
+  )
+  const daveGaps = calls
+    .filter((c) => c.to === "dave")
+    .map((c, i, all) => (i === 0 ? 0 : c.at - all[i - 1]!.at))
+    .slice(1)
+  check(
+    "dave: 5 attempts, retried after 1 s, 2 s, 4 s, 8 s",
+    JSON.stringify(daveGaps) === "[1000,2000,4000,8000]",
+    JSON.stringify(daveGaps)
+  )
   check(
     "dave's job is in the DLQ with 5 attempts and the mailer's error",
-    dead.length === 1 && dead[0]!.attempts === 5 && dead[0]!.reason === "exhausted" && dead[0]!.error.includes("MailerError") &&
+    dead.length === 1 &&
+      dead[0]!.attempts === 5 &&
+      dead[0]!.reason === "exhausted" &&
+      dead[0]!.error.includes("MailerError") &&
       JSON.stringify(dead[0]!.envelope?.payload) === JSON.stringify({ userId: "dave" }),
     `${dead.length} dead letter(s)`
   )
-  check("stats: nothing waiting or active, 3 reminders delayed, 1 dead", afterWelcome.waiting === 0 && afterWelcome.active === 0 && afterWelcome.delayed === 3 && afterWelcome.dead === 1, JSON.stringify(afterWelcome))
+  check(
+    "stats: nothing waiting or active, 3 reminders delayed, 1 dead",
+    afterWelcome.waiting === 0 && afterWelcome.active === 0 && afterWelcome.delayed === 3 && afterWelcome.dead === 1,
+    JSON.stringify(afterWelcome)
+  )
 
   // --- 3. reminders -------------------------------------------------------------------------
   yield* TestClock.setTime(startTime + hour - 1000)
@@ -158,7 +196,9 @@ const scenario = Effect.gen(function* () {
   yield* print(`  at ${clock(startTime + hour - 1000)}: ${beforeHour.length} reminder(s) sent`)
   for (const r of reminders) {
     const welcome = welcomes.find((w) => w.to === r.to)
-    yield* print(`  reminder to ${r.to.padEnd(6)} at ${clock(r.sentAt)} (welcome at ${welcome ? clock(welcome.sentAt) : "?"})`)
+    yield* print(
+      `  reminder to ${r.to.padEnd(6)} at ${clock(r.sentAt)} (welcome at ${welcome ? clock(welcome.sentAt) : "?"})`
+    )
   }
   check("no reminder before the hour", beforeHour.length === 0)
   check(
@@ -175,10 +215,17 @@ const scenario = Effect.gen(function* () {
   const callsAfter = (yield* mailer.calls).length
   const daveAgain = yield* post("dave again", JSON.stringify({ userId: "dave" }))
   yield* heading("7. alice and dave ask again an hour later")
-  yield* print(`  POST alice → ${again.status} id=${String(again.body["id"])} duplicate=${String(again.body["duplicate"])}`)
-  yield* print(`    mailer calls before ${callsBefore}, after ${callsAfter}: the worker's idempotency guard acknowledged the job without sending`)
+  yield* print(
+    `  POST alice → ${again.status} id=${String(again.body["id"])} duplicate=${String(again.body["duplicate"])}`
+  )
+  yield* print(
+    `    mailer calls before ${callsBefore}, after ${callsAfter}: the worker's idempotency guard acknowledged the job without sending`
+  )
   yield* print(`  POST dave  → ${daveAgain.status} ${String(daveAgain.body["reason"])}`)
-  check("a repeat request after the broker forgot the job sends nothing", again.status === 202 && callsAfter === callsBefore)
+  check(
+    "a repeat request after the broker forgot the job sends nothing",
+    again.status === 202 && callsAfter === callsBefore
+  )
   check("a request for a dead-lettered job is answered 409", daveAgain.status === 409)
 
   // --- 5. the daily digest ------------------------------------------------------------------
@@ -187,23 +234,36 @@ const scenario = Effect.gen(function* () {
   const digestsBefore = (yield* mailer.sent).filter((e) => e.template === "digest").length
   yield* advance(5000)
   const digests = (yield* mailer.sent).filter((e) => e.template === "digest")
-  yield* heading("8. Daily digest (cron \"0 9 * * *\", UTC)")
+  yield* heading('8. Daily digest (cron "0 9 * * *", UTC)')
   for (const d of digests) yield* print(`  at ${clock(d.sentAt)} to ${d.to}: "${d.subject}" — ${d.text}`)
   check("no digest before 09:00", digestsBefore === 0)
   check(
     "one digest at 09:00:00 for 2026-11-27, counting the 3 welcomed users",
-    digests.length === 1 && digests[0]!.sentAt === Date.UTC(2026, 10, 27, 9, 0, 0) && digests[0]!.subject.endsWith("2026-11-27") &&
+    digests.length === 1 &&
+      digests[0]!.sentAt === Date.UTC(2026, 10, 27, 9, 0, 0) &&
+      digests[0]!.subject.endsWith("2026-11-27") &&
       digests[0]!.text.startsWith("3 new user(s)"),
     digests.map((d) => `${clock(d.sentAt)} ${d.text}`).join("; ")
   )
 
-  const allWelcomes = (yield* mailer.sent).filter((e) => e.template === "welcome").map((e) => e.to).sort()
-  check("at the end, still exactly one welcome email per user", JSON.stringify(allWelcomes) === JSON.stringify(["alice", "bob", "carol"]), allWelcomes.join(","))
+  const allWelcomes = (yield* mailer.sent)
+    .filter((e) => e.template === "welcome")
+    .map((e) => e.to)
+    .sort()
+  check(
+    "at the end, still exactly one welcome email per user",
+    JSON.stringify(allWelcomes) === JSON.stringify(["alice", "bob", "carol"]),
+    allWelcomes.join(",")
+  )
 
   const final = yield* Queues.stats(Jobs.queue)
   yield* heading("9. Final queue stats")
   yield* print(`  ${JSON.stringify(final)}`)
-  check("final stats: nothing waiting, active or delayed; 1 dead", final.waiting === 0 && final.active === 0 && final.delayed === 0 && final.dead === 1, JSON.stringify(final))
+  check(
+    "final stats: nothing waiting, active or delayed; 1 dead",
+    final.waiting === 0 && final.active === 0 && final.delayed === 0 && final.dead === 1,
+    JSON.stringify(final)
+  )
 })
 
 /** SIGTERM on the real server process: the in-flight email must still go out, exit code 0. */
@@ -212,14 +272,24 @@ const sigterm = Effect.gen(function* () {
   const main = fileURLToPath(new URL("./main.js", import.meta.url))
   if (!existsSync(main)) {
     yield* print(`  skipped: ${main} not built`)
-    check("SIGTERM finishes the in-flight job and exits 0", false, "dist/main.js missing (run through `pnpm demo`, which builds it)")
+    check(
+      "SIGTERM finishes the in-flight job and exits 0",
+      false,
+      "dist/main.js missing (run through `pnpm demo`, which builds it)"
+    )
     return
   }
   const result = yield* Effect.tryPromise(
     () =>
       new Promise<{ code: number | null; output: string; status: number }>((resolve, reject) => {
         const child = spawn(process.execPath, [main], {
-          env: { ...process.env, ERRAND_BROKER: "memory", PORT: "0", MAILER_FAILURE_RATE: "0", MAILER_LATENCY_MS: "1000" },
+          env: {
+            ...process.env,
+            ERRAND_BROKER: "memory",
+            PORT: "0",
+            MAILER_FAILURE_RATE: "0",
+            MAILER_LATENCY_MS: "1000"
+          },
           stdio: ["ignore", "pipe", "pipe"]
         })
         let output = ""
@@ -264,7 +334,11 @@ const sigterm = Effect.gen(function* () {
   const sentAt = result.output.indexOf("sent welcome email to erin")
   check(
     "SIGTERM: the in-flight email is sent after the signal, then the process exits 0",
-    result.status === 202 && signalAt !== -1 && sentAt > signalAt && result.code === 0 && result.output.includes("stopped cleanly"),
+    result.status === 202 &&
+      signalAt !== -1 &&
+      sentAt > signalAt &&
+      result.code === 0 &&
+      result.output.includes("stopped cleanly"),
     `status ${result.status}, exit ${result.code}`
   )
 })
@@ -277,9 +351,11 @@ const program = Effect.gen(function* () {
   )
   yield* sigterm
   yield* heading("Checks")
-  for (const c of checks) yield* print(`  ${c.ok ? "✓" : "✗"} ${c.name}${c.ok || c.detail === "" ? "" : `  (got: ${c.detail})`}`)
+  for (const c of checks)
+    yield* print(`  ${c.ok ? "✓" : "✗"} ${c.name}${c.ok || c.detail === "" ? "" : `  (got: ${c.detail})`}`)
   const failed = checks.filter((c) => !c.ok)
-  if (failed.length > 0) return yield* Effect.fail(new Error(`${failed.length} check(s) failed: ${failed.map((c) => c.name).join("; ")}`))
+  if (failed.length > 0)
+    return yield* Effect.fail(new Error(`${failed.length} check(s) failed: ${failed.map((c) => c.name).join("; ")}`))
   yield* print(`\nAll ${checks.length} checks passed.`)
 })
 

@@ -9,7 +9,7 @@
  *
  * @since 0.0.0
  */
-import { Broker, DeadLetters, Errors, Producer, Queues } from "@errand/core"
+import { type Broker, DeadLetters, type Errors, Producer, Queues } from "@errand/core"
 import { Effect, FiberSet, Schema, type Scope } from "effect"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
@@ -50,7 +50,10 @@ const schemaReason = (message: string): string => message.replace(/\s*\n\s*/g, "
 export const enqueueErrorAnswer = (error: Errors.EnqueueError): Answer => {
   switch (error._tag) {
     case "PayloadTooLarge":
-      return { status: 413, body: { error: "PayloadTooLarge", reason: error.message, size: error.size, limit: error.limit } }
+      return {
+        status: 413,
+        body: { error: "PayloadTooLarge", reason: error.message, size: error.size, limit: error.limit }
+      }
     case "InvalidOption":
       return { status: 400, body: { error: "InvalidOption", reason: error.message } }
     case "EncodeError":
@@ -86,17 +89,22 @@ export const welcomeEmail = Effect.fn("http.welcomeEmail")(function* (rawBody: s
     return badRequest("body is not valid JSON")
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
-    return badRequest("body must be a JSON object like {\"userId\": \"...\"}")
+    return badRequest('body must be a JSON object like {"userId": "..."}')
   }
   if (!("userId" in json)) return badRequest("userId is missing")
   const decoded = yield* Effect.result(decodeWelcomeRequest(json))
-  if (decoded._tag === "Failure") return badRequest(`userId must be a non-empty string of at most 200 characters (${schemaReason(decoded.failure.message)})`)
+  if (decoded._tag === "Failure")
+    return badRequest(
+      `userId must be a non-empty string of at most 200 characters (${schemaReason(decoded.failure.message)})`
+    )
   const { userId } = decoded.success
   return yield* Producer.enqueue(Jobs.SendWelcomeEmail, { userId }, { idempotencyKey: Jobs.welcomeKey(userId) }).pipe(
-    Effect.map((result): Answer => ({
-      status: 202,
-      body: { status: "accepted", id: result.id, duplicate: result.duplicate }
-    })),
+    Effect.map(
+      (result): Answer => ({
+        status: 202,
+        body: { status: "accepted", id: result.id, duplicate: result.duplicate }
+      })
+    ),
     Effect.catch((error) => Effect.succeed(enqueueErrorAnswer(error)))
   )
 })
@@ -120,7 +128,9 @@ export const stats: Effect.Effect<Answer, never, Broker.Broker> = Effect.gen(fun
 }).pipe(
   Effect.catch((error) =>
     Effect.succeed<Answer>(
-      error._tag === "BrokerError" ? enqueueErrorAnswer(error) : { status: 500, body: { error: error._tag, reason: error.message } }
+      error._tag === "BrokerError"
+        ? enqueueErrorAnswer(error)
+        : { status: 500, body: { error: error._tag, reason: error.message } }
     )
   )
 )
@@ -138,12 +148,20 @@ export const route = (
   if (path === "/api/welcome-email") {
     return method === "POST"
       ? welcomeEmail(body)
-      : Effect.succeed({ status: 405, body: { error: "MethodNotAllowed", reason: "use POST" }, headers: { allow: "POST" } })
+      : Effect.succeed({
+          status: 405,
+          body: { error: "MethodNotAllowed", reason: "use POST" },
+          headers: { allow: "POST" }
+        })
   }
   if (path === "/api/stats") {
     return method === "GET"
       ? stats
-      : Effect.succeed({ status: 405, body: { error: "MethodNotAllowed", reason: "use GET" }, headers: { allow: "GET" } })
+      : Effect.succeed({
+          status: 405,
+          body: { error: "MethodNotAllowed", reason: "use GET" },
+          headers: { allow: "GET" }
+        })
   }
   return Effect.succeed({ status: 404, body: { error: "NotFound", reason: `no route for ${method} ${path}` } })
 }
@@ -220,10 +238,10 @@ export const serve = (options: {
                   response,
                   error instanceof BodyTooLarge
                     ? {
-                      status: 413,
-                      body: { error: "PayloadTooLarge", reason: `body over ${maxBodyBytes} bytes` },
-                      headers: { connection: "close" }
-                    }
+                        status: 413,
+                        body: { error: "PayloadTooLarge", reason: `body over ${maxBodyBytes} bytes` },
+                        headers: { connection: "close" }
+                      }
                     : { status: 500, body: { error: "InternalError", reason: "unexpected error" } }
                 )
             )

@@ -59,7 +59,10 @@ main.addObserver((exit) => {
   }
   // an expected failure (bad configuration, adapter missing) gets one line; a defect its full trace
   const error = Cause.findErrorOption(exit.cause)
-  const expected = error._tag === "Some" && !Cause.hasDies(exit.cause) ? (error.value as { _tag?: unknown; message?: unknown }) : undefined
+  const expected =
+    error._tag === "Some" && !Cause.hasDies(exit.cause)
+      ? (error.value as { _tag?: unknown; message?: unknown })
+      : undefined
   console.error(
     expected !== undefined && typeof expected.message === "string"
       ? `${typeof expected._tag === "string" ? expected._tag : "Error"}: ${expected.message.replace(/\s*\n\s*/g, " ")}`

@@ -29,13 +29,18 @@ export const sendWelcome = Worker.handler(Jobs.SendWelcomeEmail, ({ userId }) =>
     })
     // The email is out: a failure from here on would retry the whole job and send it again, so a
     // broker hiccup is retried in place. The key makes a repeated enqueue harmless.
-    yield* Producer.enqueue(Jobs.SendReminderEmail, { userId }, {
-      delay: Jobs.reminderDelay,
-      idempotencyKey: Jobs.reminderKey(userId)
-    }).pipe(
+    yield* Producer.enqueue(
+      Jobs.SendReminderEmail,
+      { userId },
+      {
+        delay: Jobs.reminderDelay,
+        idempotencyKey: Jobs.reminderKey(userId)
+      }
+    ).pipe(
       Effect.retry({ times: 5, schedule: Schedule.exponential("100 millis"), while: (e) => e._tag === "BrokerError" })
     )
-  }))
+  })
+)
 
 /**
  * Send the one-hour reminder.
@@ -50,7 +55,8 @@ export const sendReminder = Worker.handler(Jobs.SendReminderEmail, ({ userId }) 
       subject: "Getting started",
       text: `Hello ${userId}, here are three things to try first.`
     })
-  ))
+  )
+)
 
 const day = 24 * 60 * 60 * 1000
 
@@ -70,7 +76,8 @@ export const sendDigest = Worker.handler(Jobs.SendDailyDigest, ({ day: date }) =
       subject: `Daily digest ${date}`,
       text: `${welcomed.length} new user(s) welcomed: ${welcomed.map((e) => e.to).join(", ") || "none"}`
     })
-  }))
+  })
+)
 
 /**
  * Every handler of the `emails` queue.

@@ -35,44 +35,66 @@ describe("the welcome-email service on real brokers", () => {
       it.skip(`${kind}: skipped (set ${variable} to run)`, () => {})
       continue
     }
-    it.live(`${kind}: 202s, one email per user, retries, DLQ after 5 attempts, delayed reminder`, () => {
-      const run = Date.now().toString(36)
-      const [alice, bob, dave] = [`alice-${run}`, `bob-${run}`, `dave-${run}`]
-      const config = ConfigProvider.layer(ConfigProvider.fromUnknown({ ERRAND_BROKER: kind, [variable]: value }))
-      const layer = App.layer({ broker: BrokerLayer.layer, mailer: { failFirst: { [alice]: 1 }, alwaysFail: [dave] } }).pipe(
-        Layer.provide(config)
-      )
-      return Effect.gen(function* () {
-        yield* Queues.destroy(Jobs.queue)
-        yield* Effect.addFinalizer(() => Effect.ignore(Queues.destroy(Jobs.queue)))
-        const server = yield* App.start({ port: 0 })
-        const post = (userId: string) =>
-          Effect.promise(async () => {
-            const response = await fetch(`${server.url}/api/welcome-email`, { method: "POST", body: JSON.stringify({ userId }) })
-            return { status: response.status, body: (await response.json()) as { id: string; duplicate: boolean } }
-          })
-        const first = yield* post(alice)
-        const again = yield* post(alice)
-        expect(first.status).toBe(202)
-        expect(again).toMatchObject({ status: 202, body: { id: first.body.id, duplicate: true } })
-        expect((yield* post(bob)).status).toBe(202)
-        expect((yield* post(dave)).status).toBe(202)
+    it.live(
+      `${kind}: 202s, one email per user, retries, DLQ after 5 attempts, delayed reminder`,
+      () => {
+        const run = Date.now().toString(36)
+        const [alice, bob, dave] = [`alice-${run}`, `bob-${run}`, `dave-${run}`]
+        const config = ConfigProvider.layer(ConfigProvider.fromUnknown({ ERRAND_BROKER: kind, [variable]: value }))
+        const layer = App.layer({
+          broker: BrokerLayer.layer,
+          mailer: { failFirst: { [alice]: 1 }, alwaysFail: [dave] }
+        }).pipe(Layer.provide(config))
+        return Effect.gen(function* () {
+          yield* Queues.destroy(Jobs.queue)
+          yield* Effect.addFinalizer(() => Effect.ignore(Queues.destroy(Jobs.queue)))
+          const server = yield* App.start({ port: 0 })
+          const post = (userId: string) =>
+            Effect.promise(async () => {
+              const response = await fetch(`${server.url}/api/welcome-email`, {
+                method: "POST",
+                body: JSON.stringify({ userId })
+              })
+              return { status: response.status, body: (await response.json()) as { id: string; duplicate: boolean } }
+            })
+          const first = yield* post(alice)
+          const again = yield* post(alice)
+          expect(first.status).toBe(202)
+          expect(again).toMatchObject({ status: 202, body: { id: first.body.id, duplicate: true } })
+          expect((yield* post(bob)).status).toBe(202)
+          expect((yield* post(dave)).status).toBe(202)
 
-        const mailer = yield* Mailer
-        const welcomed = Effect.map(mailer.sent, (sent) => sent.filter((e) => e.template === "welcome").map((e) => e.to).sort())
-        yield* eventually("the welcome emails", Effect.map(welcomed, (to) => to.length === 2))
-        yield* eventually("dave's dead letter", Effect.map(DeadLetters.count(Jobs.queue), (n) => n === 1))
-        expect(yield* welcomed).toEqual([alice, bob])
-        const calls = yield* mailer.calls
-        expect(calls.filter((c) => c.to === alice).map((c) => c.ok)).toEqual([false, true])
-        expect(calls.filter((c) => c.to === dave)).toHaveLength(5)
-        const [dead] = yield* DeadLetters.list(Jobs.queue)
-        expect(dead).toMatchObject({ attempts: 5, reason: "exhausted" })
-        expect(dead!.error).toContain("MailerError")
-        expect(dead!.envelope?.payload).toEqual({ userId: dave })
-        // both reminders wait an hour on the broker
-        yield* eventually("the delayed reminders", Effect.map(Queues.stats(Jobs.queue), (s) => s.delayed === 2))
-      }).pipe(Effect.scoped, Effect.provide(layer))
-    }, 90_000)
+          const mailer = yield* Mailer
+          const welcomed = Effect.map(mailer.sent, (sent) =>
+            sent
+              .filter((e) => e.template === "welcome")
+              .map((e) => e.to)
+              .sort()
+          )
+          yield* eventually(
+            "the welcome emails",
+            Effect.map(welcomed, (to) => to.length === 2)
+          )
+          yield* eventually(
+            "dave's dead letter",
+            Effect.map(DeadLetters.count(Jobs.queue), (n) => n === 1)
+          )
+          expect(yield* welcomed).toEqual([alice, bob])
+          const calls = yield* mailer.calls
+          expect(calls.filter((c) => c.to === alice).map((c) => c.ok)).toEqual([false, true])
+          expect(calls.filter((c) => c.to === dave)).toHaveLength(5)
+          const [dead] = yield* DeadLetters.list(Jobs.queue)
+          expect(dead).toMatchObject({ attempts: 5, reason: "exhausted" })
+          expect(dead!.error).toContain("MailerError")
+          expect(dead!.envelope?.payload).toEqual({ userId: dave })
+          // both reminders wait an hour on the broker
+          yield* eventually(
+            "the delayed reminders",
+            Effect.map(Queues.stats(Jobs.queue), (s) => s.delayed === 2)
+          )
+        }).pipe(Effect.scoped, Effect.provide(layer))
+      },
+      90_000
+    )
   }
 })

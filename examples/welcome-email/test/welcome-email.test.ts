@@ -37,10 +37,14 @@ const advance = (total: number, step = 1000) =>
     }
   })
 
-const post = (body: unknown) => Http.route("POST", "/api/welcome-email", typeof body === "string" ? body : JSON.stringify(body))
+const post = (body: unknown) =>
+  Http.route("POST", "/api/welcome-email", typeof body === "string" ? body : JSON.stringify(body))
 
 const sentTo = (template: string) =>
-  Effect.map(Mailer.use((m) => m.sent), (sent) => sent.filter((e) => e.template === template))
+  Effect.map(
+    Mailer.use((m) => m.sent),
+    (sent) => sent.filter((e) => e.template === template)
+  )
 
 describe("HTTP answers", () => {
   it.effect("202 with the job id at once; the same user again is a duplicate with the same id", () =>
@@ -54,7 +58,8 @@ describe("HTTP answers", () => {
       // nothing ran yet: the answer does not wait for the email
       expect(yield* sentTo("welcome")).toHaveLength(0)
       expect((yield* Queues.stats(Jobs.queue)).waiting).toBe(1)
-    }).pipe(Effect.provide(appLayer())))
+    }).pipe(Effect.provide(appLayer()))
+  )
 
   it.effect("400 with a reason for a bad body", () =>
     Effect.gen(function* () {
@@ -72,22 +77,34 @@ describe("HTTP answers", () => {
         expect((answer.body as { reason: string }).reason, name).toContain(reason)
       }
       expect((yield* Queues.stats(Jobs.queue)).waiting).toBe(0)
-    }).pipe(Effect.provide(appLayer())))
+    }).pipe(Effect.provide(appLayer()))
+  )
 
   it.effect("PayloadTooLarge → 413", () =>
     Effect.gen(function* () {
       const answer = yield* post({ userId: "x".repeat(200) })
       expect(answer.status).toBe(413)
       expect(answer.body).toMatchObject({ error: "PayloadTooLarge", limit: 300 })
-    }).pipe(Effect.provide(appLayer(undefined, MemoryBroker.layer({ maxPayloadBytes: 300 })))))
+    }).pipe(Effect.provide(appLayer(undefined, MemoryBroker.layer({ maxPayloadBytes: 300 }))))
+  )
 
   it.effect("BrokerError → 503 with Retry-After, and no broker detail", () => {
     const down = Layer.effect(
       Broker.Broker,
-      Effect.map(MemoryBroker.make(), (broker): Broker.BrokerShape => ({
-        ...broker,
-        send: () => Effect.fail(new Errors.BrokerError({ reason: "Connection", operation: "send", message: "connect ECONNREFUSED 10.0.0.7:6379" }))
-      }))
+      Effect.map(
+        MemoryBroker.make(),
+        (broker): Broker.BrokerShape => ({
+          ...broker,
+          send: () =>
+            Effect.fail(
+              new Errors.BrokerError({
+                reason: "Connection",
+                operation: "send",
+                message: "connect ECONNREFUSED 10.0.0.7:6379"
+              })
+            )
+        })
+      )
     )
     return Effect.gen(function* () {
       const answer = yield* post({ userId: "alice" })
@@ -98,11 +115,15 @@ describe("HTTP answers", () => {
   })
 
   it("every enqueue error has its answer", () => {
-    expect(Http.enqueueErrorAnswer(new Errors.InvalidOption({ option: "delay", reason: "must be finite" })).status).toBe(400)
+    expect(
+      Http.enqueueErrorAnswer(new Errors.InvalidOption({ option: "delay", reason: "must be finite" })).status
+    ).toBe(400)
     expect(Http.enqueueErrorAnswer(new Errors.PayloadTooLarge({ size: 2, limit: 1 })).status).toBe(413)
     expect(Http.enqueueErrorAnswer(new Errors.EncodeError({ job: "j", message: "m" })).status).toBe(400)
     expect(Http.enqueueErrorAnswer(new Errors.DuplicateJob({ id: "k", state: "dead" })).status).toBe(409)
-    expect(Http.enqueueErrorAnswer(new Errors.BrokerError({ reason: "Timeout", operation: "send", message: "m" })).status).toBe(503)
+    expect(
+      Http.enqueueErrorAnswer(new Errors.BrokerError({ reason: "Timeout", operation: "send", message: "m" })).status
+    ).toBe(503)
   })
 
   it.effect("the real server answers over HTTP", () =>
@@ -115,12 +136,15 @@ describe("HTTP answers", () => {
         })
       expect((yield* call("POST", "/api/welcome-email", JSON.stringify({ userId: "bob" }))).status).toBe(202)
       expect((yield* call("POST", "/api/welcome-email", "nope")).status).toBe(400)
-      expect((yield* call("POST", "/api/welcome-email", JSON.stringify({ userId: "x".repeat(Http.maxBodyBytes) }))).status).toBe(413)
+      expect(
+        (yield* call("POST", "/api/welcome-email", JSON.stringify({ userId: "x".repeat(Http.maxBodyBytes) }))).status
+      ).toBe(413)
       expect((yield* call("GET", "/api/welcome-email")).status).toBe(405)
       expect((yield* call("GET", "/nowhere")).status).toBe(404)
       const stats = yield* call("GET", "/api/stats")
       expect(stats).toMatchObject({ status: 200, body: { queue: "emails", waiting: 1, dead: 0 } })
-    }).pipe(Effect.scoped, Effect.provide(appLayer())))
+    }).pipe(Effect.scoped, Effect.provide(appLayer()))
+  )
 })
 
 describe("the worker", () => {
@@ -144,7 +168,8 @@ describe("the worker", () => {
       yield* settle
       expect((yield* Mailer.use((m) => m.calls)).length).toBe(calls)
       expect((yield* sentTo("welcome")).filter((e) => e.to === "alice")).toHaveLength(1)
-    }).pipe(Effect.scoped, Effect.provide(appLayer())))
+    }).pipe(Effect.scoped, Effect.provide(appLayer()))
+  )
 
   it.effect("retries with exponential backoff; after 5 attempts the job is in the DLQ with its error", () =>
     Effect.gen(function* () {
@@ -156,7 +181,11 @@ describe("the worker", () => {
       yield* advance(20_000)
       const calls = yield* Mailer.use((m) => m.calls)
       const alice = calls.filter((c) => c.to === "alice")
-      expect(alice.map((c) => [c.at - start, c.ok])).toEqual([[0, false], [1000, false], [3000, true]])
+      expect(alice.map((c) => [c.at - start, c.ok])).toEqual([
+        [0, false],
+        [1000, false],
+        [3000, true]
+      ])
       const dave = calls.filter((c) => c.to === "dave")
       expect(dave.map((c) => c.at - start)).toEqual([0, 1000, 3000, 7000, 15000])
       expect(dave.every((c) => !c.ok)).toBe(true)
@@ -172,7 +201,8 @@ describe("the worker", () => {
       yield* advance(60_000, 10_000)
       expect((yield* Mailer.use((m) => m.calls)).filter((c) => c.to === "dave")).toHaveLength(5)
       expect(yield* post({ userId: "dave" })).toMatchObject({ status: 409, body: { error: "DuplicateJob" } })
-    }).pipe(Effect.scoped, Effect.provide(appLayer({ failFirst: { alice: 2 }, alwaysFail: ["dave"] }))))
+    }).pipe(Effect.scoped, Effect.provide(appLayer({ failFirst: { alice: 2 }, alwaysFail: ["dave"] })))
+  )
 
   it.effect("sends the reminder one hour after the welcome email, not before", () =>
     Effect.gen(function* () {
@@ -192,7 +222,8 @@ describe("the worker", () => {
       yield* settle
       const reminders = yield* sentTo("reminder")
       expect(reminders.map((r) => [r.to, r.sentAt])).toEqual([["carol", welcome!.sentAt + hour]])
-    }).pipe(Effect.scoped, Effect.provide(appLayer({ failFirst: { carol: 1 } }))))
+    }).pipe(Effect.scoped, Effect.provide(appLayer({ failFirst: { carol: 1 } })))
+  )
 
   it.effect("runs the daily digest at 09:00 UTC, once a day", () =>
     Effect.gen(function* () {
@@ -207,14 +238,19 @@ describe("the worker", () => {
       yield* TestClock.adjust(1)
       yield* settle
       const [digest] = yield* sentTo("digest")
-      expect(digest).toMatchObject({ to: "team", subject: "Daily digest 2026-11-27", sentAt: Date.UTC(2026, 10, 27, 9) })
+      expect(digest).toMatchObject({
+        to: "team",
+        subject: "Daily digest 2026-11-27",
+        sentAt: Date.UTC(2026, 10, 27, 9)
+      })
       expect(digest!.text).toContain("1 new user(s) welcomed: alice")
 
       yield* TestClock.adjust("1 day")
       yield* settle
       const digests = yield* sentTo("digest")
       expect(digests.map((d) => d.sentAt)).toEqual([Date.UTC(2026, 10, 27, 9), Date.UTC(2026, 10, 28, 9)])
-    }).pipe(Effect.scoped, Effect.provide(appLayer())))
+    }).pipe(Effect.scoped, Effect.provide(appLayer()))
+  )
 
   it.effect("closing the worker's scope lets the in-flight email finish and starts nothing new", () =>
     Effect.gen(function* () {
@@ -233,5 +269,6 @@ describe("the worker", () => {
       expect((yield* sentTo("welcome")).map((e) => e.to)).toEqual(["erin"])
       // frank was never started: still waiting for the next worker
       expect(yield* Queues.stats(Jobs.queue)).toMatchObject({ waiting: 1, active: 0 })
-    }).pipe(Effect.provide(appLayer({ latency: "5 seconds" }))))
+    }).pipe(Effect.provide(appLayer({ latency: "5 seconds" })))
+  )
 })

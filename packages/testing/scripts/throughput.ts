@@ -44,7 +44,9 @@ const program = Effect.gen(function* () {
   const cpuMicros = cpu.user + cpu.system
   console.log(`jobs: ${N}, concurrency 100, payload {"i": n}, no-op handler (node ${process.version})`)
   console.log(`enqueue (batches of 10,000): ${((N / (t1 - t0)) * 1000).toFixed(0)} jobs/s`)
-  console.log(`process end to end: ${((N / (t3 - t2)) * 1000).toFixed(0)} jobs/s wall, ${(((t3 - t2) * 1000) / N).toFixed(1)} µs/job wall`)
+  console.log(
+    `process end to end: ${((N / (t3 - t2)) * 1000).toFixed(0)} jobs/s wall, ${(((t3 - t2) * 1000) / N).toFixed(1)} µs/job wall`
+  )
   console.log(`CPU: ${(cpuMicros / N).toFixed(1)} µs/job → ${((N / cpuMicros) * 1e6).toFixed(0)} jobs per CPU-second`)
   console.log(
     gc
