@@ -229,9 +229,24 @@ const newRun = async (env: Env, scenario: ScenarioName, options: Partial<WorkerC
     ...options
   }
   const runtime = ManagedRuntime.make(
-    Producer.layer.pipe(Layer.provideMerge(env.shared ?? (brokerLayer(env.adapter) as Layer.Layer<Broker.Broker, unknown>)))
+    Producer.layer.pipe(
+      Layer.provideMerge(env.shared ?? (brokerLayer(env.adapter) as Layer.Layer<Broker.Broker, unknown>))
+    )
   )
-  return { env, queue, runKey, logFile: base.logFile, dir, state, base, runtime, accepted: new Set(), pending: new Set(), rejected: 0, lastRejection: undefined }
+  return {
+    env,
+    queue,
+    runKey,
+    logFile: base.logFile,
+    dir,
+    state,
+    base,
+    runtime,
+    accepted: new Set(),
+    pending: new Set(),
+    rejected: 0,
+    lastRejection: undefined
+  }
 }
 
 const closeRun = async (run: Run) => {
@@ -258,21 +273,25 @@ const closeRun = async (run: Run) => {
 /** Enqueue one job; it counts as accepted only once `enqueue` returned. */
 const enqueue = (run: Run, id: string, payload: { ms: number; poison: boolean }, attempts: number) => {
   const job = chaosJob(run.queue, attempts)
-  const p = run.runtime
-    .runPromiseExit(Producer.enqueue(job, payload, { id }))
-    .then((exit) => {
-      if (Exit.isSuccess(exit)) run.accepted.add(id)
-      else {
-        run.rejected++
-        run.lastRejection = String(exit.cause).slice(0, 200)
-      }
-    })
+  const p = run.runtime.runPromiseExit(Producer.enqueue(job, payload, { id })).then((exit) => {
+    if (Exit.isSuccess(exit)) run.accepted.add(id)
+    else {
+      run.rejected++
+      run.lastRejection = String(exit.cause).slice(0, 200)
+    }
+  })
   run.pending.add(p)
   void p.finally(() => run.pending.delete(p))
 }
 
 /** Enqueue `ids` spread evenly over `duration` ms (never waiting on a slow broker). */
-const produce = async (run: Run, ids: ReadonlyArray<string>, duration: number, payload: (id: string) => { ms: number; poison: boolean }, attempts: number) => {
+const produce = async (
+  run: Run,
+  ids: ReadonlyArray<string>,
+  duration: number,
+  payload: (id: string) => { ms: number; poison: boolean },
+  attempts: number
+) => {
   const start = Date.now()
   const ticks = Math.max(1, Math.floor(duration / 100))
   const per = Math.max(1, Math.ceil(ids.length / ticks))
@@ -387,7 +406,9 @@ type Scenario = (env: Env, row: Row) => Promise<void>
 const needsProcesses = (env: Env, row: Row) => {
   if (env.shared) {
     row.status = "skip"
-    row.notes.push("MemoryBroker is in-process: worker processes cannot share it, so multi-process scenarios do not apply")
+    row.notes.push(
+      "MemoryBroker is in-process: worker processes cannot share it, so multi-process scenarios do not apply"
+    )
     return true
   }
   return false
@@ -463,7 +484,9 @@ const restartScenario: Scenario = async (env, row) => {
       row.notes.push(what)
       return
     }
-    row.notes.push(`${what ?? "restarted"} in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${run.rejected} enqueue(s) failed during it (not counted)`)
+    row.notes.push(
+      `${what ?? "restarted"} in ${((Date.now() - t0) / 1000).toFixed(1)} s; ${run.rejected} enqueue(s) failed during it (not counted)`
+    )
     await producing
     await settleProducer(run)
     const end = Date.now()
@@ -498,11 +521,15 @@ const sigtermScenario: Scenario = async (env, row) => {
     const lines = readLog(run.logFile)
     const mine = lines.filter((l) => "pid" in l && l.pid === first.pid)
     const startedBefore = new Set(mine.filter((l) => l.e === "start" && l.t <= t0).map((l) => (l as { id: string }).id))
-    const completedBefore = new Set(mine.filter((l) => l.e === "completed" && l.t <= t0).map((l) => (l as { id: string }).id))
+    const completedBefore = new Set(
+      mine.filter((l) => l.e === "completed" && l.t <= t0).map((l) => (l as { id: string }).id)
+    )
     const inFlight = [...startedBefore].filter((id) => !completedBefore.has(id))
     const effected = new Set(mine.filter((l) => l.e === "effect").map((l) => (l as { id: string }).id))
     const unfinished = inFlight.filter((id) => !effected.has(id))
-    row.notes.push(`SIGTERM with ${inFlight.length} job(s) in flight; process exited in ${exitMs} ms (grace ${grace} ms)`)
+    row.notes.push(
+      `SIGTERM with ${inFlight.length} job(s) in flight; process exited in ${exitMs} ms (grace ${grace} ms)`
+    )
     if (!(exitMs <= grace + 1000)) row.violations.push(`exit took ${exitMs} ms > grace + 1 s`)
     if (unfinished.length > 0) row.violations.push(`${unfinished.length} in-flight job(s) did not finish before exit`)
     // a second worker drains the rest
@@ -510,7 +537,12 @@ const sigtermScenario: Scenario = async (env, row) => {
     row.drainMs = await waitDrained(run, () => true, Date.now(), 90_000)
     if (row.drainMs === undefined) row.violations.push("the rest was not drained within 90 s")
     await fleet.stopAll()
-    checkGoodJobs(row, run.accepted, await effects(run), analyse(lines.concat(readLog(run.logFile).slice(lines.length)), []))
+    checkGoodJobs(
+      row,
+      run.accepted,
+      await effects(run),
+      analyse(lines.concat(readLog(run.logFile).slice(lines.length)), [])
+    )
     row.inFlightAtKills = inFlight.length
     row.violations.push(...fleet.crashes)
   } finally {
@@ -534,7 +566,9 @@ const pauseScenario: Scenario = async (env, row) => {
       const others = await quietRabbitMQ()
       if (others > 0) {
         row.status = "skip"
-        row.notes.push(`SKIPPED: ${others} other connection(s) on RabbitMQ; SIGSTOP of the node would disturb them (waited 60 s)`)
+        row.notes.push(
+          `SKIPPED: ${others} other connection(s) on RabbitMQ; SIGSTOP of the node would disturb them (waited 60 s)`
+        )
         return
       }
     }
@@ -554,9 +588,16 @@ const pauseScenario: Scenario = async (env, row) => {
     // a probe job sent after SIGCONT: its effect proves the workers consume again (jobs a client
     // had prefetched before the stop would not)
     enqueue(run, "probe", { ms: 5, poison: false }, 3)
-    const resumed = await waitFor(async () => (await run.state.hexists(effectsKey(run.runKey), "probe")) === 1, 30_000, 100)
+    const resumed = await waitFor(
+      async () => (await run.state.hexists(effectsKey(run.runKey), "probe")) === 1,
+      30_000,
+      100
+    )
     if (!resumed) row.violations.push("consumption did not resume: a job sent after SIGCONT was not done within 30 s")
-    else row.notes.push(`stopped ${stoppedState}; a job sent after SIGCONT was done ${((Date.now() - resumedAt) / 1000).toFixed(1)} s after SIGCONT`)
+    else
+      row.notes.push(
+        `stopped ${stoppedState}; a job sent after SIGCONT was done ${((Date.now() - resumedAt) / 1000).toFixed(1)} s after SIGCONT`
+      )
     await producing
     await settleProducer(run)
     row.drainMs = await waitDrained(run, () => true, resumedAt, 90_000)
@@ -588,12 +629,12 @@ const poisonScenario: Scenario = async (env, row) => {
     await settleProducer(run)
     const t0 = Date.now()
     const acceptedPoison = [...poison].filter((id) => run.accepted.has(id))
-    const dlqCount = () =>
-      run.runtime.runPromise(DeadLetters.count(run.queue)).catch(() => -1)
+    const dlqCount = () => run.runtime.runPromise(DeadLetters.count(run.queue)).catch(() => -1)
     const drained = await waitDrained(run, (id) => !poison.has(id), t0, 90_000)
     const dlqFull = await waitFor(async () => (await dlqCount()) >= acceptedPoison.length, 90_000, 500)
     row.drainMs = drained === undefined || !dlqFull ? undefined : Date.now() - t0
-    if (row.drainMs === undefined) row.violations.push("good jobs not all done, or poison jobs not all dead-lettered, within 90 s")
+    if (row.drainMs === undefined)
+      row.violations.push("good jobs not all done, or poison jobs not all dead-lettered, within 90 s")
     await sleep(1000) // nothing may run after the DLQ move: give a late duplicate the chance to show
     await fleet.stopAll()
     const lines = readLog(run.logFile)
@@ -614,7 +655,9 @@ const poisonScenario: Scenario = async (env, row) => {
     const goodInDlq = letters.filter((l) => !poison.has(l.id))
     if (goodInDlq.length > 0) wrong.push(`${goodInDlq.length} good job(s) in the DLQ`)
     if (wrong.length > 0) row.violations.push(`poison: ${wrong.length} problem(s): ${wrong.slice(0, 5).join("; ")}`)
-    row.notes.push(`${acceptedPoison.length} poison job(s) dead-lettered after exactly ${attempts} attempts: ${wrong.length === 0 ? "yes" : "NO"}`)
+    row.notes.push(
+      `${acceptedPoison.length} poison job(s) dead-lettered after exactly ${attempts} attempts: ${wrong.length === 0 ? "yes" : "NO"}`
+    )
     row.violations.push(...fleet.crashes)
   } finally {
     await fleet.stopAll()
@@ -634,7 +677,9 @@ const scenarioFns: Record<ScenarioName, Scenario> = {
 
 const main = async () => {
   const started = Date.now()
-  say(`run ${runId}, adapters ${adapters.join(",")}, scenarios ${scenarios.join(",")}, scale ${scale}, logs in ${workDir}`)
+  say(
+    `run ${runId}, adapters ${adapters.join(",")}, scenarios ${scenarios.join(",")}, scale ${scale}, logs in ${workDir}`
+  )
   const rows: Array<Row> = []
   for (const kind of adapters) {
     let env: Env | undefined
@@ -670,7 +715,9 @@ const main = async () => {
   }
   contAll()
   const out = table(rows)
-  process.stdout.write(`\nErrand chaos run ${runId} (${((Date.now() - started) / 1000).toFixed(0)} s, scale ${scale})\n\n${out}\n`)
+  process.stdout.write(
+    `\nErrand chaos run ${runId} (${((Date.now() - started) / 1000).toFixed(0)} s, scale ${scale})\n\n${out}\n`
+  )
   const failed = rows.filter((r) => r.status === "FAIL").length
   if (!keepLogs && failed === 0) rmSync(workDir, { recursive: true, force: true })
   else process.stdout.write(`\nlogs: ${workDir}\n`)

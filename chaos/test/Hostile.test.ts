@@ -54,9 +54,18 @@ const hostileBody: fc.Arbitrary<{ kind: string; body: string }> = fc.oneof(
     }
   ),
   fc
-    .oneof(fc.integer().filter((v) => v !== 1), fc.string(), fc.constant(null), fc.double(), fc.boolean())
+    .oneof(
+      fc.integer().filter((v) => v !== 1),
+      fc.string(),
+      fc.constant(null),
+      fc.double(),
+      fc.boolean()
+    )
     .map((v) => ({ kind: "unknown version", body: envelopeText({ v }) })),
-  fc.string({ maxLength: 40 }).filter((j) => j !== "chaos").map((job) => ({ kind: "unknown job", body: envelopeText({ job }) })),
+  fc
+    .string({ maxLength: 40 })
+    .filter((j) => j !== "chaos")
+    .map((job) => ({ kind: "unknown job", body: envelopeText({ job }) })),
   fc.jsonValue({ maxDepth: 3 }).map((payload) => ({ kind: "invalid payload", body: envelopeText({ payload }) })),
   fc
     .constantFrom("id", "job", "attempts", "maxAttempts", "enqueuedAt", "priority")
@@ -68,7 +77,12 @@ const sqsSafe = (s: string) =>
   Array.from(s, (c) => {
     const code = c.codePointAt(0)!
     const allowed =
-      code === 0x9 || code === 0xa || code === 0xd || (code >= 0x20 && code <= 0xd7ff) || (code >= 0xe000 && code <= 0xfffd) || code >= 0x10000
+      code === 0x9 ||
+      code === 0xa ||
+      code === 0xd ||
+      (code >= 0x20 && code <= 0xd7ff) ||
+      (code >= 0xe000 && code <= 0xfffd) ||
+      code >= 0x10000
     return allowed ? c : "\uFFFD"
   }).join("")
 

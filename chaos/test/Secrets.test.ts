@@ -71,7 +71,12 @@ const capture = async (program: Effect.Effect<unknown, unknown, never>) => {
       `SPAN ${s.name} ${show([...s.attributes])} ${show((s as unknown as { _events?: unknown })._events)} ${show(s.links.map((l) => l.attributes))} ${show(s.status)}`
   )
   const exitText = Exit.isFailure(exit) ? `EXIT ${Cause.pretty(exit.cause)} ${show(exit.cause)}` : "EXIT success"
-  return { text: [...lines, ...spanText, exitText, ...writes].join("\n"), exit, spans: spans.length, logs: lines.length }
+  return {
+    text: [...lines, ...spanText, exitText, ...writes].join("\n"),
+    exit,
+    spans: spans.length,
+    logs: lines.length
+  }
 }
 
 /** Enqueue one job and run a worker for a moment, each bounded so an endless reconnect cannot hang the test. */
@@ -79,7 +84,9 @@ const exercise = (config: AdapterConfig) => {
   const queue = `chaos-secrets-${randomUUID().slice(0, 8)}`
   const job = chaosJob(queue, 1)
   return Effect.gen(function* () {
-    const enqueued = yield* Effect.exit(Producer.enqueue(job, { ms: 0, poison: false }).pipe(Effect.timeout("8 seconds")))
+    const enqueued = yield* Effect.exit(
+      Producer.enqueue(job, { ms: 0, poison: false }).pipe(Effect.timeout("8 seconds"))
+    )
     yield* Worker.run({
       queue,
       handlers: [Worker.handler(job, () => Effect.void)],
@@ -106,6 +113,10 @@ const expectClean = (captured: { text: string }, canary: string, endpoint: strin
 
 describe("no secret in any error, log or span", () => {
   const canary = `canary${randomUUID().replace(/-/g, "")}`
+
+  if (!selected.some((kind) => kind !== "memory")) {
+    it.skip("MemoryBroker has no connection and no credentials: nothing to leak", () => {})
+  }
 
   if (selected.includes("bullmq")) {
     it("bullmq + idempotency-redis: wrong password on a Redis with requirepass, and a closed port", async () => {
@@ -172,7 +183,12 @@ describe("no secret in any error, log or span", () => {
       }
       const closedPort = await freePort()
       const closed = await capture(
-        exercise({ kind: "sqs", endpoint: `http://127.0.0.1:${closedPort}`, accessKeyId: "chaos", secretAccessKey: canary })
+        exercise({
+          kind: "sqs",
+          endpoint: `http://127.0.0.1:${closedPort}`,
+          accessKeyId: "chaos",
+          secretAccessKey: canary
+        })
       )
       expect(Exit.isFailure(closed.exit)).toBe(true)
       expectClean(closed, canary, `127.0.0.1:${closedPort}`)

@@ -25,12 +25,21 @@ const lazy = <A>(load: () => Promise<A>, build: (module: A) => Layer.Layer<Broke
 export const brokerLayer = (config: AdapterConfig): Layer.Layer<Broker.Broker, unknown> => {
   switch (config.kind) {
     case "memory":
-      return lazy(() => import("@errand/testing"), (m) => m.MemoryBroker.layer())
+      return lazy(
+        () => import("@errand/testing"),
+        (m) => m.MemoryBroker.layer()
+      )
     case "bullmq":
       // a short stalled check: a SIGKILLed worker's jobs come back about a second after the lease
       return lazy(
         () => import("@errand/adapter-bullmq"),
-        (m) => m.BullMQBroker.layer({ url: config.url, prefix: config.prefix, stalledInterval: 1000, evictionPolicy: "ignore" })
+        (m) =>
+          m.BullMQBroker.layer({
+            url: config.url,
+            prefix: config.prefix,
+            stalledInterval: 1000,
+            evictionPolicy: "ignore"
+          })
       )
     case "rabbitmq":
       return lazy(

@@ -70,10 +70,14 @@ export interface Analysis {
 
 export const analyse = (lines: ReadonlyArray<LogLine>, kills: ReadonlyArray<Kill>): Analysis => {
   const starts = new Map<string, Array<{ pid: number; attempt: number; t: number }>>()
-  const byPid = new Map<number, { started: Set<string>; completed: Set<string>; effected: Set<string>; failed: Set<string> }>()
+  const byPid = new Map<
+    number,
+    { started: Set<string>; completed: Set<string>; effected: Set<string>; failed: Set<string> }
+  >()
   const of = (pid: number) => {
     let entry = byPid.get(pid)
-    if (!entry) byPid.set(pid, (entry = { started: new Set(), completed: new Set(), effected: new Set(), failed: new Set() }))
+    if (!entry)
+      byPid.set(pid, (entry = { started: new Set(), completed: new Set(), effected: new Set(), failed: new Set() }))
     return entry
   }
   for (const line of lines) {
@@ -169,7 +173,18 @@ const pad = (s: string, n: number) => (s.length >= n ? s : s + " ".repeat(n - s.
 const padStart = (s: string, n: number) => (s.length >= n ? s : " ".repeat(n - s.length) + s)
 
 export const table = (rows: ReadonlyArray<Row>): string => {
-  const header = ["adapter", "scenario", "status", "accepted", "effected", "lost", "dup invocations", "in flight at kills", "double effects", "time to drain"]
+  const header = [
+    "adapter",
+    "scenario",
+    "status",
+    "accepted",
+    "effected",
+    "lost",
+    "dup invocations",
+    "in flight at kills",
+    "double effects",
+    "time to drain"
+  ]
   const body = rows.map((r) => [
     r.adapter,
     r.scenario,

@@ -6,7 +6,7 @@
 import { Redis } from "ioredis"
 import { type ChildProcess, execFile, fork, spawn } from "node:child_process"
 import { mkdtempSync, openSync, rmSync } from "node:fs"
-import { createServer } from "node:net"
+import { connect, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
@@ -72,7 +72,10 @@ export const spawnWorker = (config: WorkerConfig, outFile: string): WorkerProces
     child.once("exit", (code, signal) => resolve({ code, signal, at: Date.now() }))
   )
   const w: WorkerProcess = { child, pid: child.pid ?? -1, ready, exited, expectedExit: false, isReady: false }
-  ready.then(() => (w.isReady = true), () => {})
+  ready.then(
+    () => (w.isReady = true),
+    () => {}
+  )
   return w
 }
 
@@ -119,14 +122,26 @@ export const startRedis = async (extraArgs: ReadonlyArray<string> = [], password
     child = spawn(
       "redis-server",
       [
-        "--port", String(port), "--bind", "127.0.0.1", "--dir", dir,
-        "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-        "--maxmemory-policy", "noeviction",
+        "--port",
+        String(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        dir,
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+        "--maxmemory-policy",
+        "noeviction",
         ...extraArgs
       ],
       { stdio: "ignore" }
     )
-    if (!(await waitFor(() => redisPing(port, password), 15_000, 50))) throw new Error(`redis-server on ${port} did not start`)
+    if (!(await waitFor(() => redisPing(port, password), 15_000, 50)))
+      throw new Error(`redis-server on ${port} did not start`)
   }
   const kill = async () => {
     const current = child
@@ -171,15 +186,7 @@ export const startFauxqs = async (outFile: string): Promise<FauxqsServer> => {
     cwd: repoRoot,
     stdio: ["ignore", out, out]
   })
-  const up = await waitFor(
-    () =>
-      new Promise<boolean>((resolve) => {
-        const socket = createConnectionSafe(port, resolve)
-        void socket
-      }),
-    30_000,
-    100
-  )
+  const up = await waitFor(() => canConnect(port), 30_000, 100)
   if (!up) throw new Error("fauxqs did not start")
   return {
     endpoint: `http://127.0.0.1:${port}`,
@@ -194,16 +201,15 @@ export const startFauxqs = async (outFile: string): Promise<FauxqsServer> => {
   }
 }
 
-import { connect } from "node:net"
-const createConnectionSafe = (port: number, done: (ok: boolean) => void) => {
-  const socket = connect(port, "127.0.0.1")
-  socket.once("connect", () => {
-    socket.destroy()
-    done(true)
+const canConnect = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const socket = connect(port, "127.0.0.1")
+    socket.once("connect", () => {
+      socket.destroy()
+      resolve(true)
+    })
+    socket.once("error", () => resolve(false))
   })
-  socket.once("error", () => done(false))
-  return socket
-}
 
 const run = (cmd: string, args: ReadonlyArray<string>, timeout = 120_000) =>
   new Promise<{ ok: boolean; stdout: string; stderr: string }>((resolve) => {

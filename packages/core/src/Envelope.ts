@@ -143,42 +143,48 @@ const checkShape = (root: unknown): DecodeError | undefined => {
 }
 
 /**
- * Parse a wire body into an envelope, or say exactly why it cannot be one.
+ * Parse a wire body into an envelope, or say exactly why it cannot be one (synchronous; the
+ * worker's hot path).
+ *
+ * @since 0.1.0
+ */
+export const parse = (body: string, limit: number = maxBytes): Envelope | DecodeError => {
+  if (typeof body !== "string") return new DecodeError({ reason: "NotJson", message: "body is not a string" })
+  // length in UTF-16 units is at most the UTF-8 byte length, so this skips most of the work
+  if (body.length > limit || byteLength(body) > limit) {
+    return new DecodeError({ reason: "TooLarge", message: `body exceeds ${limit} bytes` })
+  }
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body)
+  } catch {
+    return new DecodeError({ reason: "NotJson", message: "body is not valid JSON" })
+  }
+  const shapeError = checkShape(parsed)
+  if (shapeError) return shapeError
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    return new DecodeError({ reason: "InvalidEnvelope", message: "body is not a JSON object" })
+  }
+  const v = (parsed as { v?: unknown }).v
+  if (v !== version) {
+    return new DecodeError({
+      reason: "UnknownVersion",
+      message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}`
+    })
+  }
+  const invalid = checkFields(parsed as Record<string, unknown>)
+  if (invalid !== undefined)
+    return new DecodeError({ reason: "InvalidEnvelope", message: `invalid envelope: ${invalid}` })
+  return parsed as Envelope
+}
+
+/**
+ * Parse a wire body into an envelope, failing with the reason it cannot be one.
  *
  * @since 0.1.0
  */
 export const decode = (body: string, limit: number = maxBytes): Effect.Effect<Envelope, DecodeError> =>
   Effect.suspend(() => {
-    if (typeof body !== "string") {
-      return Effect.fail(new DecodeError({ reason: "NotJson", message: "body is not a string" }))
-    }
-    // length in UTF-16 units is at most the UTF-8 byte length, so this skips most of the work
-    if (body.length > limit || byteLength(body) > limit) {
-      return Effect.fail(new DecodeError({ reason: "TooLarge", message: `body exceeds ${limit} bytes` }))
-    }
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(body)
-    } catch {
-      return Effect.fail(new DecodeError({ reason: "NotJson", message: "body is not valid JSON" }))
-    }
-    const shapeError = checkShape(parsed)
-    if (shapeError) return Effect.fail(shapeError)
-    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-      return Effect.fail(new DecodeError({ reason: "InvalidEnvelope", message: "body is not a JSON object" }))
-    }
-    const v = (parsed as { v?: unknown }).v
-    if (v !== version) {
-      return Effect.fail(
-        new DecodeError({
-          reason: "UnknownVersion",
-          message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}`
-        })
-      )
-    }
-    const invalid = checkFields(parsed as Record<string, unknown>)
-    if (invalid !== undefined) {
-      return Effect.fail(new DecodeError({ reason: "InvalidEnvelope", message: `invalid envelope: ${invalid}` }))
-    }
-    return Effect.succeed(parsed as Envelope)
+    const result = parse(body, limit)
+    return result instanceof DecodeError ? Effect.fail(result) : Effect.succeed(result)
   })

@@ -25,13 +25,14 @@ import {
   Layer,
   Metric,
   Option,
+  Result,
   Schema,
   type Scope
 } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { Broker, type DeadLetterReason, type Delivery } from "./Broker.js"
 import * as Envelope from "./Envelope.js"
-import type { BrokerError, InvalidOption, InvalidQueueName } from "./Errors.js"
+import { type BrokerError, DecodeError, type InvalidOption, type InvalidQueueName } from "./Errors.js"
 import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
 import type * as Job from "./Job.js"
 import * as Metrics from "./Metrics.js"
@@ -196,6 +197,7 @@ export const run = Effect.fnUntraced(function* <R>(
     if (window <= 0) return yield* validate.fail("rateLimit.window", "must be positive")
   }
   const handlers = new Map<string, Handler<R>>()
+  const decoders = new Map<string, (input: unknown) => Result.Result<unknown, Schema.SchemaError>>()
   for (const h of options.handlers) {
     if (h.job.queue !== queue)
       return yield* validate.fail("handlers", `job "${h.job.name}" belongs to queue "${h.job.queue}", not "${queue}"`)
@@ -204,6 +206,7 @@ export const run = Effect.fnUntraced(function* <R>(
     yield* validate.integer(`${h.job.name}.priority`, h.job.priority, 0, 0, 9)
     if (h.job.timeout !== undefined) yield* validate.duration(`${h.job.name}.timeout`, h.job.timeout, 0)
     handlers.set(h.job.name, h)
+    decoders.set(h.job.name, Schema.decodeUnknownResult(h.job.payload))
   }
   let store: IdempotencyStoreShape | undefined
   if (options.idempotency) {
@@ -221,7 +224,6 @@ export const run = Effect.fnUntraced(function* <R>(
       : (Option.getOrUndefined(yield* Effect.serviceOption(RateLimiter.RateLimiter)) ??
         (yield* RateLimiter.make.pipe(Effect.provide(RateLimiter.layerStoreMemory))))
 
-  const context = yield* Effect.context<R>()
   const limit = limitOf(broker)
   const canExtend = broker.capabilities.leaseExtension
   if (!canExtend) {
@@ -332,10 +334,9 @@ export const run = Effect.fnUntraced(function* <R>(
         idempotencyKey: envelope.idempotencyKey,
         group: envelope.group
       }
-      let handlerEffect: Effect.Effect<unknown, unknown> = Effect.provideContext(
-        Effect.suspend(() => h.run(payload, ctx)),
-        context
-      )
+      // handler fibers are forked from the worker's loop, which runs with the caller's context,
+      // so `R` is in scope already (providing it again per job costs a context merge)
+      let handlerEffect = Effect.suspend(() => h.run(payload, ctx)) as Effect.Effect<unknown, unknown>
       if (envelope.timeout !== undefined && envelope.timeout > 0)
         handlerEffect = Effect.timeout(handlerEffect, envelope.timeout)
       const parent = externalParent(envelope)
@@ -389,17 +390,10 @@ export const run = Effect.fnUntraced(function* <R>(
 
   const processDelivery = (delivery: Delivery): Effect.Effect<void> =>
     Effect.gen(function* () {
-      const decoded = yield* Effect.result(Envelope.decode(delivery.body, limit))
-      if (decoded._tag === "Failure") {
-        return yield* deadLetter(
-          delivery,
-          "undecodable",
-          `${decoded.failure.reason}: ${decoded.failure.message}`,
-          0,
-          "(undecodable)"
-        )
+      const envelope = Envelope.parse(delivery.body, limit)
+      if (envelope instanceof DecodeError) {
+        return yield* deadLetter(delivery, "undecodable", `${envelope.reason}: ${envelope.message}`, 0, "(undecodable)")
       }
-      const envelope = decoded.success
       const h = handlers.get(envelope.job)
       if (h === undefined) {
         return yield* deadLetter(
@@ -421,8 +415,8 @@ export const run = Effect.fnUntraced(function* <R>(
           )
         }
       }
-      const payload = yield* Effect.result(Schema.decodeUnknownEffect(h.job.payload)(envelope.payload))
-      if (payload._tag === "Failure") {
+      const payload = decoders.get(envelope.job)!(envelope.payload)
+      if (Result.isFailure(payload)) {
         return yield* deadLetter(
           delivery,
           "undecodable",
