@@ -4,3 +4,4 @@
  * @since 0.1.0
  */
 export * as RedisIdempotencyStore from "./RedisIdempotencyStore.js"
+export * as RedisConnection from "./RedisConnection.js"

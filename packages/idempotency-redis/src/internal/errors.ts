@@ -39,6 +39,9 @@ const messageOf = (error: unknown): string => {
   }
 }
 
+/** Messages that mean "not found"; clients with their own wording (BullMQ) pass another. */
+export const defaultNotFound = /does not exist|not found/iu
+
 const codeOf = (error: unknown): string | undefined => {
   if (typeof error === "object" && error !== null && "code" in error) {
     const code = (error as { code: unknown }).code
@@ -50,7 +53,7 @@ const codeOf = (error: unknown): string | undefined => {
 /**
  * Classify a native failure by its code, name and message.
  */
-export const reasonOf = (error: unknown): Reason => {
+export const reasonOf = (error: unknown, notFound: RegExp = defaultNotFound): Reason => {
   const code = codeOf(error)
   const message = messageOf(error)
   const name = error instanceof Error ? error.name : ""
@@ -70,7 +73,7 @@ export const reasonOf = (error: unknown): Reason => {
     return "Connection"
   }
   if (/^OOM\b/u.test(message)) return "Throttled"
-  if (/does not exist|not found/iu.test(message)) {
+  if (notFound.test(message)) {
     return "NotFound"
   }
   if (
@@ -89,9 +92,14 @@ export const reasonOf = (error: unknown): Reason => {
  * Effect.tryPromise({ try: () => redis.get(key), catch: (e) => toBrokerError(e, "send", "127.0.0.1:6379") })
  * ```
  */
-export const toBrokerError = (error: unknown, operation: string, endpoint: string): Errors.BrokerError => {
+export const toBrokerError = (
+  error: unknown,
+  operation: string,
+  endpoint: string,
+  notFound: RegExp = defaultNotFound
+): Errors.BrokerError => {
   if (error instanceof Errors.BrokerError) return error
-  const reason = reasonOf(error)
+  const reason = reasonOf(error, notFound)
   const code = codeOf(error)
   const detail = sanitize(messageOf(error))
   return new Errors.BrokerError({
