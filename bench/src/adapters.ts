@@ -9,7 +9,7 @@ import { spawn } from "node:child_process"
 import { dirname } from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Errand from "./errand.js"
-import { within } from "./harness.js"
+import { reasonOf, within } from "./harness.js"
 import type { Side } from "./side.js"
 
 export type AdapterName = "memory" | "bullmq" | "rabbitmq" | "sqs"
@@ -29,6 +29,20 @@ export interface Opened {
 
 export const redisUrl = process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
 export const amqpUrl = process.env["AMQP_URL"] ?? "amqp://guest:guest@127.0.0.1:5672"
+
+/** host:port of a URL, never its credentials. */
+const hostPort = (url: string): string => {
+  try {
+    const parsed = new URL(url)
+    return `${parsed.hostname}:${parsed.port || "default port"}`
+  } catch {
+    return "(unparsable URL)"
+  }
+}
+
+const unreachable = (what: string, url: string) => (error: unknown) => {
+  throw new Error(`${what} at ${hostPort(url)} unreachable: ${reasonOf(error)}`)
+}
 
 const closeAll = async (sides: ReadonlyArray<Side | undefined>) => {
   for (const side of sides) await side?.close().catch(() => {})
@@ -50,7 +64,9 @@ const openMemory = async (timeout: number): Promise<Opened> => {
 
 const openBullMQ = async (timeout: number): Promise<Opened> => {
   const Raw = await import("./raw/bullmq.js")
-  const redisVersion = await within(Raw.serverVersion(redisUrl), 5000, "redis INFO")
+  const redisVersion = await within(Raw.serverVersion(redisUrl), 5000, "redis INFO").catch(
+    unreachable("Redis", redisUrl)
+  )
   const { BullMQBroker } = await import("@errand/adapter-bullmq")
   const errand = await Errand.make(BullMQBroker.layer({ url: redisUrl, prefix: "bench-errand" }), timeout)
   let raw: Side | undefined
@@ -71,7 +87,9 @@ const openBullMQ = async (timeout: number): Promise<Opened> => {
 
 const openRabbitMQ = async (timeout: number): Promise<Opened> => {
   const Raw = await import("./raw/rabbitmq.js")
-  const raw = await within(Raw.make(amqpUrl, timeout), 10_000, "amqplib connect")
+  const raw = await within(Raw.make(amqpUrl, timeout), 10_000, "amqplib connect").catch(
+    unreachable("RabbitMQ", amqpUrl)
+  )
   let errand: Side
   try {
     const { RabbitMQBroker } = await import("@errand/adapter-rabbitmq")
