@@ -262,8 +262,10 @@ export const run = Effect.fnUntraced(function* <R>(
   let active = 0
   let stopping = false
 
+  // a settle runs to its end once started (adapters bound it with their own timeouts): cutting an
+  // ack short could leave the broker and the adapter disagreeing about the delivery
   const settle = (operation: string, delivery: Delivery, effect: Effect.Effect<void, BrokerError>) =>
-    Effect.catch(effect, logSettleFailure(operation, delivery))
+    Effect.uninterruptible(Effect.catch(effect, logSettleFailure(operation, delivery)))
 
   const deadLetter = (delivery: Delivery, reason: DeadLetterReason, error: string, attempts: number, jobName: string) =>
     Effect.flatMap(Clock.currentTimeMillis, (now) =>
@@ -292,7 +294,8 @@ export const run = Effect.fnUntraced(function* <R>(
     delivery: Delivery,
     envelope: Envelope.Envelope,
     h: Handler<R>,
-    payload: unknown
+    payload: unknown,
+    free: Effect.Effect<void>
   ): Effect.Effect<void> =>
     Effect.gen(function* () {
       const metrics = Metrics.tagged(queue, envelope.job)
@@ -357,6 +360,8 @@ export const run = Effect.fnUntraced(function* <R>(
         Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
         Effect.ensuring(Effect.sync(() => leased.delete(delivery)))
       )
+      // the handler is done: its slot goes to the next job while this one settles
+      yield* free
       const end = yield* Clock.currentTimeMillis
       yield* Metric.update(metrics.processingTime, end - start)
       if (Exit.isSuccess(exit)) {
@@ -388,7 +393,7 @@ export const run = Effect.fnUntraced(function* <R>(
       yield* retryLater(delivery, envelope, delay, end)
     })
 
-  const processDelivery = (delivery: Delivery): Effect.Effect<void> =>
+  const processDelivery = (delivery: Delivery, free: Effect.Effect<void>): Effect.Effect<void> =>
     Effect.gen(function* () {
       const envelope = Envelope.parse(delivery.body, limit)
       if (envelope instanceof DecodeError) {
@@ -425,7 +430,7 @@ export const run = Effect.fnUntraced(function* <R>(
           envelope.job
         )
       }
-      return yield* runJob(delivery, envelope, h, payload.success)
+      return yield* runJob(delivery, envelope, h, payload.success, free)
     }).pipe(
       Effect.catchCause((cause) =>
         Cause.hasInterruptsOnly(cause)
@@ -436,10 +441,16 @@ export const run = Effect.fnUntraced(function* <R>(
       Effect.orDie
     )
 
-  const onSlotFree = Effect.suspend(() => {
-    active--
-    return slotFreed.open
-  })
+  /** An idempotent "this delivery's slot is free" for one delivery. */
+  const slotFor = (): Effect.Effect<void> => {
+    let freed = false
+    return Effect.suspend(() => {
+      if (freed) return Effect.void
+      freed = true
+      active--
+      return slotFreed.open
+    })
+  }
 
   let takeFailures = 0
 
@@ -494,8 +505,9 @@ export const run = Effect.fnUntraced(function* <R>(
           (delivery) => {
             if (stopping) return settle("release", delivery, delivery.release)
             active++
+            const free = slotFor()
             return Effect.asVoid(
-              FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery)), onSlotFree))
+              FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery, free)), free))
             )
           },
           { discard: true }

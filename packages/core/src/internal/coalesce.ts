@@ -77,11 +77,28 @@ export const makeCoalescer = (
       )
     )
 
-    return (queue, message) =>
-      Effect.flatMap(Deferred.make<SendResult, BrokerError>(), (deferred) => {
+    // A lone enqueue goes straight to the broker: coalescing only pays when sends overlap, and
+    // the queue hop would add latency to every sequential enqueue.
+    let direct = 0
+    let pending = 0
+    return (queue, message) => {
+      if (direct === 0 && pending === 0) {
+        direct++
+        return Effect.map(broker.send(queue, [message]), (results) => results[0]!).pipe(
+          Effect.ensuring(Effect.sync(() => direct--))
+        )
+      }
+      return Effect.flatMap(Deferred.make<SendResult, BrokerError>(), (deferred) => {
         outstanding.add(deferred)
+        pending++
         return Effect.andThen(Queue.offer(requests, { queue, message, deferred }), Deferred.await(deferred)).pipe(
-          Effect.ensuring(Effect.sync(() => outstanding.delete(deferred)))
+          Effect.ensuring(
+            Effect.sync(() => {
+              pending--
+              outstanding.delete(deferred)
+            })
+          )
         )
       })
+    }
   })
