@@ -15,7 +15,7 @@
 import { Broker, Errors, QueueName } from "@errand/core"
 import { Job, Queue, Worker } from "bullmq"
 import type { ChainableCommander, Redis, RedisOptions } from "ioredis"
-import { Config, Context, Effect, Layer, Option, type Redacted, Schema, type Scope } from "effect"
+import { Config, Context, Effect, Layer, Option, type Redacted, Schedule, Schema, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import * as Connection from "./internal/connection.js"
 import { toBrokerError } from "./internal/errors.js"
@@ -59,6 +59,12 @@ export interface Options {
   readonly prefix?: string | undefined
   /** Milliseconds before a Redis command fails with `BrokerError { reason: "Timeout" }`. Default 5,000. */
   readonly commandTimeout?: number | undefined
+  /**
+   * Milliseconds a `send` keeps retrying while Redis is unreachable (reconnecting, restarting)
+   * before failing with `BrokerError { reason: "Connection" | "Timeout" }`. Safe: a resent job id
+   * is deduplicated. Default 10,000; 0 fails at once.
+   */
+  readonly sendTimeout?: number | undefined
   /** Milliseconds to wait for the first connection before the layer fails. Default 5,000. */
   readonly connectTimeout?: number | undefined
   /** Behaviour when `maxmemory-policy` is not `noeviction`. Default `"warn"`. */
@@ -154,6 +160,18 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
   Effect.gen(function* () {
     const prefix = yield* validatePrefix(options.prefix ?? "errand")
     const commandTimeout = yield* Connection.positive("commandTimeout", options.commandTimeout, 5000)
+    const sendTimeout =
+      options.sendTimeout === 0 ? 0 : yield* Connection.positive("sendTimeout", options.sendTimeout, 10_000)
+    // Enqueue waits out a short outage (reconnect, restart) instead of failing at once, within a bound.
+    const retryTransient = <A>(effect: Effect.Effect<A, Errors.BrokerError>) =>
+      sendTimeout === 0
+        ? effect
+        : Effect.retry(effect, {
+            while: (error) => error.isRetryable,
+            schedule: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("1 second")]).pipe(
+              Schedule.upTo({ duration: sendTimeout })
+            )
+          })
     const connectTimeout = yield* Connection.positive("connectTimeout", options.connectTimeout, 5000)
     const keepCompleted = options.keepCompleted ?? 1000
     if (!Number.isInteger(keepCompleted) || keepCompleted < 0) {
@@ -235,12 +253,30 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
 
     // ---- send ----------------------------------------------------------------------------
 
+    const jobOptions = (message: Broker.OutgoingMessage, jobId: string) => ({
+      jobId,
+      // core decides retries: BullMQ must never retry on its own
+      attempts: 1,
+      priority: toBullPriority(message.priority),
+      ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
+      removeOnComplete,
+      removeOnFail: false
+    })
+
     const sendInternal = (queue: string, messages: ReadonlyArray<Broker.OutgoingMessage>, checkDead: boolean) =>
       redis("send", async (): Promise<ReadonlyArray<Broker.SendResult>> => {
         if (messages.length === 0) return []
         const q = getQueue(queue)
         const keys = queueKeys(prefix, queue)
         const bull = await q.backend.client
+        if (messages.length === 1 && messages[0]!.unique === true) {
+          // a core-generated id cannot exist yet: one add script, no MULTI (building a MULTI copies
+          // BullMQ's scripts onto it, which costs more than the add itself)
+          const message = messages[0]!
+          const jobId = toJobId(message.id)
+          await new Job(q, jobName, message.body, jobOptions(message, jobId), jobId).addJob(bull as never)
+          return [{ id: message.id, duplicate: false }]
+        }
         // A MULTI runs EXISTS and BullMQ's add script back to back, so "existed before" is exact.
         const multi = bull.multi() as unknown as ChainableCommander
         const stride = checkDead ? 3 : 2
@@ -249,20 +285,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           const jobId = toJobId(message.id)
           if (checkDead) multi.hexists(keys.deadLetters, message.id)
           multi.exists(keys.job(message.id))
-          const job = new Job(
-            q,
-            jobName,
-            message.body,
-            {
-              jobId,
-              attempts: 1,
-              priority: toBullPriority(message.priority),
-              ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
-              removeOnComplete,
-              removeOnFail: false
-            },
-            jobId
-          )
+          const job = new Job(q, jobName, message.body, jobOptions(message, jobId), jobId)
           pending.push(job.addJob(multi as never).catch(noop))
         }
         const replies = (await multi.exec()) ?? []
@@ -673,7 +696,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       evictionPolicy,
       // BullMQ takes any name core accepts; the prefix carries any Cluster hash tag.
       validateQueueName: () => undefined,
-      send: (queue, messages) => sendInternal(queue, messages, true),
+      send: (queue, messages) => retryTransient(sendInternal(queue, messages, true)),
       take,
       deadLetters,
       stats,

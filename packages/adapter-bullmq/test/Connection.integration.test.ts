@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Broker, Errors } from "@errand/core"
-import { Context, Effect, Exit, Layer, Result, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Layer, Result, Scope } from "effect"
 import { BullMQBroker } from "../src/index.js"
 import { message, uniquePrefix, uniqueQueue } from "./helpers.js"
 import { redisServer } from "./redisServer.js"
@@ -31,10 +31,10 @@ describe("connection behaviour", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("send fails fast with Connection while Redis is down, and with Timeout while it hangs", () =>
+  it.live("with sendTimeout 0, send fails fast with Connection while Redis is down, and with Timeout while it hangs", () =>
     Effect.gen(function* () {
       const server = yield* redisServer()
-      const broker = yield* brokerOn(server.url, { commandTimeout: 500 })
+      const broker = yield* brokerOn(server.url, { commandTimeout: 500, sendTimeout: 0 })
       const queue = uniqueQueue()
       yield* broker.send(queue, [message("before")])
 
@@ -50,6 +50,29 @@ describe("connection behaviour", () => {
       const down = yield* Effect.flip(broker.send(queue, [message("while-down")]))
       expectBrokerError(down, ["Connection"])
       expect(Date.now() - started).toBeLessThan(1500)
+      yield* server.start
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("send waits out a short outage within sendTimeout, and fails typed after it", () =>
+    Effect.gen(function* () {
+      const server = yield* redisServer()
+      const broker = yield* brokerOn(server.url, { commandTimeout: 500, sendTimeout: 3000 })
+      const queue = uniqueQueue()
+      yield* server.kill
+      const pending = yield* Effect.forkChild(broker.send(queue, [message("during-restart")]))
+      yield* Effect.sleep("1 second")
+      yield* server.start
+      const [result] = yield* Fiber.join(pending)
+      expect(result).toEqual({ id: "during-restart", duplicate: false })
+      expect((yield* broker.stats(queue)).waiting).toBe(1)
+
+      yield* server.kill
+      const started = Date.now()
+      const down = yield* Effect.flip(broker.send(queue, [message("still-down")]))
+      expectBrokerError(down, ["Connection", "Timeout"])
+      expect(Date.now() - started).toBeGreaterThanOrEqual(2500)
+      expect(Date.now() - started).toBeLessThan(6000)
       yield* server.start
     }).pipe(Effect.scoped)
   )

@@ -63,6 +63,11 @@ export interface OutgoingMessage {
   readonly priority: number
   /** Ordering group, where `ordering` is `"per-group"`. */
   readonly group?: string | undefined
+  /**
+   * True when core generated the id (a random UUID, no idempotency key): no earlier message can
+   * hold it, so an adapter may skip its duplicate check.
+   */
+  readonly unique?: boolean | undefined
 }
 
 /**

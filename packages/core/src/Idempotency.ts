@@ -34,6 +34,11 @@ export interface IdempotencyStoreShape {
   readonly complete: (key: string, token: string, ttl: number) => Effect.Effect<boolean, BrokerError>
   /** Drop the claim so another caller can try, if `token` still holds it. */
   readonly release: (key: string, token: string) => Effect.Effect<void, BrokerError>
+  /**
+   * Keep a held claim for `ttl` ms from now, if `token` still holds it (the worker renews claims
+   * with leases, so a dead worker's claim lapses about when its lease does). Returns whether it did.
+   */
+  readonly extend: (key: string, token: string, ttl: number) => Effect.Effect<boolean, BrokerError>
 }
 
 /**
@@ -83,6 +88,13 @@ export const makeMemory: Effect.Effect<IdempotencyStoreShape> = Effect.sync(() =
       Effect.sync(() => {
         const entry = entries.get(key)
         if (entry && entry.state === "held" && entry.token === token) entries.delete(key)
+      }),
+    extend: (key, token, ttl) =>
+      Effect.map(Clock.currentTimeMillis, (now) => {
+        const entry = entries.get(key)
+        if (!entry || entry.state !== "held" || entry.token !== token || entry.expiresAt <= now) return false
+        entries.set(key, { state: "held", token, expiresAt: now + ttl })
+        return true
       })
   }
 })

@@ -239,17 +239,27 @@ export const run = Effect.fnUntraced(function* <R>(
   const hopLimit = maxDelay > 0 ? maxDelay : Number.POSITIVE_INFINITY
 
   const fibers = yield* FiberSet.make<void, never>()
-  // One keeper renews the leases of every running handler, rather than a fiber per job.
-  const leased = new Set<Delivery>()
-  if (canExtend) {
+  // One keeper renews the leases (and idempotency claims) of every running handler, rather than a
+  // fiber per job. A claim lives about as long as a lease, so a dead worker's claim lapses about
+  // when the broker redelivers its job.
+  const claimTtl = lease * 2
+  const running = new Map<Delivery, { readonly key: string; readonly token: string } | undefined>()
+  if (canExtend || store !== undefined) {
+    const renew = (delivery: Delivery, claim: { readonly key: string; readonly token: string } | undefined) =>
+      Effect.andThen(
+        canExtend ? Effect.ignore(delivery.extendLease(lease)) : Effect.void,
+        claim !== undefined && store !== undefined
+          ? Effect.ignore(store.extend(claim.key, claim.token, claimTtl))
+          : Effect.void
+      )
     yield* Effect.forkScoped(
       Effect.forever(
         Effect.andThen(
           Effect.sleep(Math.max(250, Math.floor(lease / 3))),
           Effect.suspend(() =>
-            leased.size === 0
+            running.size === 0
               ? Effect.void
-              : Effect.forEach(Array.from(leased), (delivery) => Effect.ignore(delivery.extendLease(lease)), {
+              : Effect.forEach(Array.from(running), ([delivery, claim]) => renew(delivery, claim), {
                   concurrency: 16,
                   discard: true
                 })
@@ -303,7 +313,7 @@ export const run = Effect.fnUntraced(function* <R>(
       let token: string | undefined
       const idemKey = `errand:job:${queue}:${envelope.idempotencyKey ?? envelope.id}`
       if (store) {
-        const claim = yield* Effect.result(store.claim(idemKey, Math.max(lease * 2, envelope.timeout ?? 0, 60_000)))
+        const claim = yield* Effect.result(store.claim(idemKey, claimTtl))
         if (claim._tag === "Failure") {
           yield* Effect.logWarning("errand: idempotency store unavailable; retrying later", claim.failure.message)
           return yield* settle(
@@ -354,11 +364,11 @@ export const run = Effect.fnUntraced(function* <R>(
         ...(parent ? { links: [{ span: parent, attributes: {} }] } : {}),
         captureStackTrace: false
       })
-      if (canExtend) leased.add(delivery)
+      running.set(delivery, token !== undefined ? { key: idemKey, token } : undefined)
       const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
       const exit = yield* Effect.exit(handlerEffect).pipe(
         Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
-        Effect.ensuring(Effect.sync(() => leased.delete(delivery)))
+        Effect.ensuring(Effect.sync(() => running.delete(delivery)))
       )
       // the handler is done: its slot goes to the next job while this one settles
       yield* free

@@ -91,7 +91,16 @@ end
 return 0
 `
 
+const extendScript = `
+if redis.call("GET", KEYS[1]) == "held:" .. ARGV[1] then
+  redis.call("PEXPIRE", KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`
+
 interface Scripts {
+  errandIdempotencyExtend(key: string, token: string, ttl: string): Promise<number>
   errandIdempotencyClaim(key: string, token: string, ttl: string): Promise<string>
   errandIdempotencyComplete(key: string, token: string, ttl: string): Promise<number>
   errandIdempotencyRelease(key: string, token: string): Promise<number>
@@ -124,6 +133,7 @@ export const make = (options: Options = {}): Effect.Effect<RedisIdempotencyStore
     client.defineCommand("errandIdempotencyClaim", { numberOfKeys: 1, lua: claimScript })
     client.defineCommand("errandIdempotencyComplete", { numberOfKeys: 1, lua: completeScript })
     client.defineCommand("errandIdempotencyRelease", { numberOfKeys: 1, lua: releaseScript })
+    client.defineCommand("errandIdempotencyExtend", { numberOfKeys: 1, lua: extendScript })
     const scripts = client as Redis & Scripts
     const keyOf = (key: string) => `${prefix}:idempotency:${key}`
     const run = <A>(operation: string, f: () => Promise<A>) =>
@@ -151,7 +161,11 @@ export const make = (options: Options = {}): Effect.Effect<RedisIdempotencyStore
           Effect.map((n) => n === 1)
         ),
       release: (key, token) =>
-        run("idempotency.release", () => scripts.errandIdempotencyRelease(keyOf(key), token)).pipe(Effect.asVoid)
+        run("idempotency.release", () => scripts.errandIdempotencyRelease(keyOf(key), token)).pipe(Effect.asVoid),
+      extend: (key, token, ttl) =>
+        run("idempotency.extend", () => scripts.errandIdempotencyExtend(keyOf(key), token, toPx(ttl))).pipe(
+          Effect.map((n) => n === 1)
+        )
     })
   })
 

@@ -117,7 +117,8 @@ export const prepare = Effect.fnUntraced(function* <A, I>(
     body,
     delay: Math.min(delay, maxDelay),
     priority,
-    ...(group !== undefined ? { group } : {})
+    ...(group !== undefined ? { group } : {}),
+    ...(explicitId === undefined && idempotencyKey === undefined ? { unique: true } : {})
   }
   return { message, envelope, idempotencyKey } satisfies Prepared
 })
