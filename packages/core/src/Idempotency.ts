@@ -4,6 +4,11 @@
  * process memory, so N workers on M machines behave like one (given a shared store such as
  * `@errand/idempotency-redis`). The in-memory store here serves one process and tests.
  *
+ * Limit: claim → effect → complete is not one transaction. A process killed after the handler's
+ * effect landed and before `complete` reached the store leaves the claim to expire, and the job then
+ * runs again. Make the effect itself idempotent per job id (an upsert, the payment API's own
+ * idempotency key) where a second application would hurt.
+ *
  * @since 0.1.0
  */
 import { Clock, Context, Effect, Layer } from "effect"
