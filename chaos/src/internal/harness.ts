@@ -93,8 +93,7 @@ export const workerProgram = (
     // log who completed which claim: a kill between the effect and `complete` is the one window
     // where the guard cannot prevent a second effect
     const store: Idempotency.IdempotencyStoreShape = {
-      claim: base.claim,
-      release: base.release,
+      ...base,
       complete: (key, token, ttl) =>
         base.complete(key, token, ttl).pipe(
           Effect.tap((ok) =>
