@@ -473,6 +473,7 @@ export const run = Effect.fnUntraced(function* <R>(
       }
       const limited = limiter !== undefined && rate !== undefined
       const max = limited ? 1 : concurrency - active
+      const takeStarted = yield* Clock.currentTimeMillis
       const taken = yield* Effect.result(broker.take(queue, { max, lease, wait: pollWait }))
       if (taken._tag === "Failure") {
         takeFailures++
@@ -485,6 +486,14 @@ export const run = Effect.fnUntraced(function* <R>(
         continue
       }
       takeFailures = 0
+      if (taken.success.length === 0) {
+        // An empty answer well before `wait` (a closed or non-blocking broker) must not turn this
+        // loop into a busy spin: sit out part of the poll.
+        const elapsed = (yield* Clock.currentTimeMillis) - takeStarted
+        const floor = Math.min(pollWait, 1000) / 2
+        if (elapsed < floor) yield* Effect.sleep(floor - elapsed)
+        continue
+      }
       if (limited && taken.success.length > 0) {
         // the token is spent only on a real start (an empty take costs none); shutdown while
         // waiting for it gives the delivery back
