@@ -31,27 +31,29 @@ describe("connection behaviour", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("with sendTimeout 0, send fails fast with Connection while Redis is down, and with Timeout while it hangs", () =>
-    Effect.gen(function* () {
-      const server = yield* redisServer()
-      const broker = yield* brokerOn(server.url, { commandTimeout: 500, sendTimeout: 0 })
-      const queue = uniqueQueue()
-      yield* broker.send(queue, [message("before")])
+  it.live(
+    "with sendTimeout 0, send fails fast with Connection while Redis is down, and with Timeout while it hangs",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* redisServer()
+        const broker = yield* brokerOn(server.url, { commandTimeout: 500, sendTimeout: 0 })
+        const queue = uniqueQueue()
+        yield* broker.send(queue, [message("before")])
 
-      yield* server.pause
-      let started = Date.now()
-      const hung = yield* Effect.flip(broker.send(queue, [message("while-paused")]))
-      expectBrokerError(hung, ["Timeout"])
-      expect(Date.now() - started).toBeLessThan(2500)
-      yield* server.resume
+        yield* server.pause
+        let started = Date.now()
+        const hung = yield* Effect.flip(broker.send(queue, [message("while-paused")]))
+        expectBrokerError(hung, ["Timeout"])
+        expect(Date.now() - started).toBeLessThan(2500)
+        yield* server.resume
 
-      yield* server.kill
-      started = Date.now()
-      const down = yield* Effect.flip(broker.send(queue, [message("while-down")]))
-      expectBrokerError(down, ["Connection"])
-      expect(Date.now() - started).toBeLessThan(1500)
-      yield* server.start
-    }).pipe(Effect.scoped)
+        yield* server.kill
+        started = Date.now()
+        const down = yield* Effect.flip(broker.send(queue, [message("while-down")]))
+        expectBrokerError(down, ["Connection"])
+        expect(Date.now() - started).toBeLessThan(1500)
+        yield* server.start
+      }).pipe(Effect.scoped)
   )
 
   it.live("send waits out a short outage within sendTimeout, and fails typed after it", () =>
