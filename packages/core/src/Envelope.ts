@@ -25,6 +25,14 @@ export const version = 1
 export const maxBytes = 16 * 1024 * 1024
 
 /**
+ * Most attempts a job may have. Also bounds the work a hostile body can cause (backoff schedules
+ * are replayed up to the attempt number).
+ *
+ * @since 0.1.0
+ */
+export const maxAttempts = 1000
+
+/**
  * Deepest nesting accepted in a decoded body.
  *
  * @since 0.1.0
@@ -80,7 +88,10 @@ const checkFields = (o: Record<string, unknown>): string | undefined => {
   if (typeof o.job !== "string") return "job must be a string"
   if (!("payload" in o)) return "payload is missing"
   if (!isInt(o.attempts) || o.attempts < 0) return "attempts must be a non-negative integer"
-  if (!isInt(o.maxAttempts) || o.maxAttempts < 1) return "maxAttempts must be a positive integer"
+  if (!isInt(o.maxAttempts) || o.maxAttempts < 1 || o.maxAttempts > maxAttempts) {
+    return `maxAttempts must be an integer from 1 to ${maxAttempts}`
+  }
+  if ((o.attempts as number) > o.maxAttempts) return "attempts must not exceed maxAttempts"
   if (!isFiniteNumber(o.enqueuedAt)) return "enqueuedAt must be a number"
   if (!isInt(o.priority)) return "priority must be an integer"
   if (o.notBefore !== undefined && !isFiniteNumber(o.notBefore)) return "notBefore must be a number"
@@ -169,7 +180,7 @@ export const parse = (body: string, limit: number = maxBytes): Envelope | Decode
   if (v !== version) {
     return new DecodeError({
       reason: "UnknownVersion",
-      message: `unknown envelope version ${JSON.stringify(v) ?? "undefined"}`
+      message: `unknown envelope version ${String(JSON.stringify(v) ?? "undefined").slice(0, 100)}`
     })
   }
   const invalid = checkFields(parsed as Record<string, unknown>)

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Context, Effect, Layer, Metric, type Scope } from "effect"
+import { Context, Effect, Exit, Layer, Metric, type Scope } from "effect"
 import { Broker, type BrokerShape, type SendResult } from "./Broker.js"
 import { DuplicateJob, type EnqueueError, UnsupportedCapability } from "./Errors.js"
 import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
@@ -32,6 +32,9 @@ export interface EnqueueResult {
  * @since 0.1.0
  */
 export const deduplicationWindow = 24 * 60 * 60 * 1000
+
+/** How long an emulated-dedup claim holds a key while its job is being sent. */
+const claimTtl = 60_000
 
 /**
  * The producer service.
@@ -80,75 +83,77 @@ export const make = Effect.fnUntraced(function* (
     jobName: string,
     prepared: ReadonlyArray<Prepared>
   ): Effect.Effect<ReadonlyArray<EnqueueResult>, EnqueueError> =>
-    Effect.gen(function* () {
-      // Emulated dedup: claim each key first; only claimed (or keyless) jobs are sent.
-      const claims: Array<string | undefined> = []
-      const toSend: Array<Prepared> = []
-      const results: Array<EnqueueResult | undefined> = []
-      for (const item of prepared) {
-        if (item.idempotencyKey === undefined || native) {
-          claims.push(undefined)
-          toSend.push(item)
-          results.push(undefined)
-          continue
+    Effect.suspend(() => {
+      // Emulated dedup: claim each key (briefly) first; only claimed (or keyless) jobs are sent, and
+      // a claim becomes the 24 h dedup record only once its job is confirmed. Whatever goes wrong
+      // before that (store down, send failed, interrupted) releases the claims taken so far.
+      const held = new Map<string, string>()
+      const keyOf = (item: Prepared) => `errand:enqueue:${queue}:${item.idempotencyKey}`
+      return Effect.gen(function* () {
+        const claims: Array<string | undefined> = []
+        const toSend: Array<Prepared> = []
+        const results: Array<EnqueueResult | undefined> = []
+        for (const item of prepared) {
+          if (item.idempotencyKey === undefined || native) {
+            claims.push(undefined)
+            toSend.push(item)
+            results.push(undefined)
+            continue
+          }
+          if (store === undefined) {
+            return yield* new UnsupportedCapability({
+              broker: broker.name,
+              capability: "deduplication",
+              message: `broker "${broker.name}" has no native deduplication: provide an IdempotencyStore to enqueue with an idempotencyKey`
+            })
+          }
+          const claim = yield* store.claim(keyOf(item), claimTtl)
+          if (claim._tag === "claimed") {
+            held.set(keyOf(item), claim.token)
+            claims.push(claim.token)
+            toSend.push(item)
+            results.push(undefined)
+          } else {
+            results.push({ id: item.message.id, duplicate: true })
+          }
         }
-        if (store === undefined) {
-          return yield* new UnsupportedCapability({
-            broker: broker.name,
-            capability: "deduplication",
-            message: `broker "${broker.name}" has no native deduplication: provide an IdempotencyStore to enqueue with an idempotencyKey`
-          })
-        }
-        const claim = yield* store.claim(`errand:enqueue:${queue}:${item.idempotencyKey}`, deduplicationWindow)
-        if (claim._tag === "claimed") {
-          claims.push(claim.token)
-          toSend.push(item)
-          results.push(undefined)
-        } else {
-          results.push({ id: item.message.id, duplicate: true })
-        }
-      }
-      const sent =
-        toSend.length === 0
-          ? []
-          : yield* (
-              toSend.length === 1
+        const sent =
+          toSend.length === 0
+            ? []
+            : yield* toSend.length === 1
                 ? Effect.map(sendOne(queue, toSend[0]!.message), (result) => [result])
                 : broker.send(
                     queue,
                     toSend.map((p) => p.message)
                   )
-            ).pipe(
-              Effect.onError(() =>
-                Effect.forEach(toSend, (item, i) =>
-                  claims[i] !== undefined && store
-                    ? Effect.ignore(store.release(`errand:enqueue:${queue}:${item.idempotencyKey}`, claims[i]!))
-                    : Effect.void
-                )
-              )
-            )
-      let j = 0
-      const out: Array<EnqueueResult> = []
-      for (let i = 0; i < results.length; i++) {
-        const existing = results[i]
-        if (existing !== undefined) {
-          out.push(existing)
-          continue
+        let j = 0
+        const out: Array<EnqueueResult> = []
+        for (let i = 0; i < results.length; i++) {
+          const existing = results[i]
+          if (existing !== undefined) {
+            out.push(existing)
+            continue
+          }
+          const item = toSend[j]!
+          const token = claims[j]
+          const result = sent[j]!
+          j++
+          if (token !== undefined && store) {
+            yield* Effect.ignore(store.complete(keyOf(item), token, deduplicationWindow))
+            held.delete(keyOf(item))
+          }
+          out.push(yield* answer(result))
         }
-        const item = toSend[j]!
-        const token = claims[j]
-        const result = sent[j]!
-        j++
-        if (token !== undefined && store) {
-          yield* Effect.ignore(
-            store.complete(`errand:enqueue:${queue}:${item.idempotencyKey}`, token, deduplicationWindow)
-          )
-        }
-        out.push(yield* answer(result))
-      }
-      const fresh = out.filter((r) => !r.duplicate).length
-      if (fresh > 0) yield* Metric.update(Metrics.tagged(queue, jobName).enqueued, fresh)
-      return out
+        const fresh = out.filter((r) => !r.duplicate).length
+        if (fresh > 0) yield* Metric.update(Metrics.tagged(queue, jobName).enqueued, fresh)
+        return out
+      }).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit) || store === undefined || held.size === 0
+            ? Effect.void
+            : Effect.forEach(held, ([key, token]) => Effect.ignore(store.release(key, token)), { discard: true })
+        )
+      )
     })
 
   return Producer.of({

@@ -8,11 +8,11 @@
  *
  * @since 0.1.0
  */
-import { Clock, Cron, Duration, Effect, Result, type Scope } from "effect"
+import { Clock, Cron, Duration, Effect, Result, Schedule, type Scope } from "effect"
 import { Broker } from "./Broker.js"
 import {
   type EncodeError,
-  type InvalidOption,
+  InvalidOption,
   type InvalidQueueName,
   type PayloadTooLarge,
   UnsupportedCapability
@@ -70,7 +70,14 @@ export const makeNext = (timing: Timing): Effect.Effect<(now: number) => number,
         )
       }
       const cron = parsed.success
-      return (now: number) => Cron.next(cron, new Date(now)).getTime()
+      // Cron.next throws for specs that never match (Feb 30): NaN, reported by `run` as InvalidOption
+      return (now: number) => {
+        try {
+          return Cron.next(cron, new Date(now)).getTime()
+        } catch {
+          return Number.NaN
+        }
+      }
     }
     const every = yield* validate.duration("timing.every", timing.every, 0)
     if (every < 1) return yield* validate.fail("timing.every", "must be at least 1 millisecond")
@@ -102,6 +109,17 @@ export const run = <A, I>(
 > =>
   Effect.gen(function* () {
     const producer = yield* Producer
+    const payloadAt = (tick: number): Effect.Effect<A, InvalidOption> =>
+      typeof options.payload === "function"
+        ? Effect.try({
+            try: () => (options.payload as (tick: number) => A)(tick),
+            catch: (error) =>
+              new InvalidOption({
+                option: "payload",
+                reason: `the payload function threw: ${String(error)}`.slice(0, 500)
+              })
+          })
+        : Effect.succeed(options.payload)
     const name = yield* validate.key("name", options.name, 200)
     if (name === undefined) return yield* validate.fail("name", "is required")
     const next = yield* makeNext(options.timing)
@@ -109,8 +127,8 @@ export const run = <A, I>(
     // and the broker (or a store) must be able to deduplicate tick keys.
     const broker = yield* Broker
     const firstTick = next(yield* Clock.currentTimeMillis)
-    const payloadOfFirst =
-      typeof options.payload === "function" ? (options.payload as (tick: number) => A)(firstTick) : options.payload
+    if (!Number.isFinite(firstTick)) return yield* validate.fail("timing", "never ticks (no date matches it)")
+    const payloadOfFirst = yield* payloadAt(firstTick)
     yield* prepare(broker, options.job, payloadOfFirst, {
       ...options.options,
       idempotencyKey: tickKey(name, firstTick)
@@ -122,11 +140,15 @@ export const run = <A, I>(
         message: `schedule "${name}": broker "${broker.name}" cannot deduplicate tick keys; provide an IdempotencyStore so that N instances enqueue one job per tick`
       })
     }
-    const payloadOf = (tick: number): A =>
-      typeof options.payload === "function" ? (options.payload as (tick: number) => A)(tick) : options.payload
     const tickOnce = (tick: number) =>
-      producer.enqueue(options.job, payloadOf(tick), { ...options.options, idempotencyKey: tickKey(name, tick) }).pipe(
-        Effect.retry({ times: 3, while: (error) => error._tag === "BrokerError" }),
+      payloadAt(tick).pipe(
+        Effect.flatMap((payload) =>
+          producer.enqueue(options.job, payload, { ...options.options, idempotencyKey: tickKey(name, tick) })
+        ),
+        Effect.retry({
+          while: (error) => error._tag === "BrokerError",
+          schedule: Schedule.exponential("200 millis").pipe(Schedule.upTo({ times: 3 }))
+        }),
         Effect.tap((result) =>
           result.duplicate
             ? Effect.void
@@ -145,6 +167,9 @@ export const run = <A, I>(
         yield* tickOnce(tick)
         now = yield* Clock.currentTimeMillis
         tick = next(Math.max(now, tick))
+        if (!Number.isFinite(tick)) {
+          return yield* Effect.logError(`errand: schedule "${name}" has no further tick; it stops`)
+        }
       }
     })
     yield* Effect.forkScoped(loop)

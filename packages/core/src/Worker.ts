@@ -152,7 +152,14 @@ export interface Worker {
 }
 
 const errorText = (cause: Cause.Cause<unknown>): string => {
-  const error = Cause.squash(cause)
+  try {
+    return describeError(Cause.squash(cause)).slice(0, 2000)
+  } catch {
+    return "(an error that cannot be turned into text)"
+  }
+}
+
+const describeError = (error: unknown): string => {
   let text: string
   if (error instanceof Error) {
     const tag = (error as { _tag?: unknown })._tag
@@ -163,8 +170,11 @@ const errorText = (cause: Cause.Cause<unknown>): string => {
   } else {
     text = String(error)
   }
-  return text.slice(0, 2000)
+  return text
 }
+
+/** Longest retry backoff honoured (30 days): an unbounded schedule must not overflow `notBefore`. */
+const maxRetryDelay = 30 * 24 * 60 * 60 * 1000
 
 const logSettleFailure = (operation: string, delivery: Delivery) => (error: BrokerError) =>
   Effect.logWarning(`errand: ${operation} failed for ${delivery.id}; the broker will redeliver it`, error.message)
@@ -236,7 +246,7 @@ export const run = Effect.fnUntraced(function* <R>(
   }
   const maxDelay = broker.capabilities.maxDelay
   // Brokers that cannot delay a send at all (SQS FIFO) can still delay a redelivery; see Broker.ts.
-  const hopLimit = maxDelay > 0 ? maxDelay : Number.POSITIVE_INFINITY
+  const hopLimit = Math.min(maxDelay > 0 ? maxDelay : maxRetryDelay, maxRetryDelay)
 
   const fibers = yield* FiberSet.make<void, never>()
   // One keeper renews the leases (and idempotency claims) of every running handler, rather than a
@@ -370,37 +380,44 @@ export const run = Effect.fnUntraced(function* <R>(
         Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
         Effect.ensuring(Effect.sync(() => running.delete(delivery)))
       )
-      // the handler is done: its slot goes to the next job while this one settles
-      yield* free
-      const end = yield* Clock.currentTimeMillis
-      yield* Metric.update(metrics.processingTime, end - start)
-      if (Exit.isSuccess(exit)) {
-        if (token !== undefined && store) yield* Effect.ignore(store.complete(idemKey, token, doneTtl))
-        yield* settle("ack", delivery, delivery.ack)
-        yield* Metric.update(metrics.completed, 1)
-        return
-      }
-      yield* releaseClaim
-      yield* Metric.update(metrics.failed, 1)
-      const cause = exit.cause
-      if (Cause.hasInterruptsOnly(cause)) {
-        return yield* settle("release", delivery, delivery.release)
-      }
-      const failure = Cause.findError(cause)
-      const error = failure._tag === "Success" ? failure.success : undefined
-      const text = errorText(cause)
-      if (error instanceof Unrecoverable) {
-        return yield* deadLetter(delivery, "unrecoverable", text, attempt, envelope.job)
-      }
-      if (attempt >= envelope.maxAttempts) {
-        return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
-      }
-      const delay =
-        error instanceof RetryAfter
-          ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
-          : yield* retryDelay(h.job.backoff, attempt)
-      yield* Metric.update(metrics.retried, 1)
-      yield* retryLater(delivery, envelope, delay, end)
+      // from here on the outcome is settled to its end: an interrupt (grace over) between a
+      // successful handler and its ack would run a finished job again
+      yield* Effect.uninterruptible(
+        Effect.gen(function* () {
+          // the handler is done: its slot goes to the next job while this one settles
+          yield* free
+          const end = yield* Clock.currentTimeMillis
+          yield* Metric.update(metrics.processingTime, end - start)
+          if (Exit.isSuccess(exit)) {
+            if (token !== undefined && store) yield* Effect.ignore(store.complete(idemKey, token, doneTtl))
+            yield* settle("ack", delivery, delivery.ack)
+            yield* Metric.update(metrics.completed, 1)
+            return
+          }
+          yield* releaseClaim
+          yield* Metric.update(metrics.failed, 1)
+          const cause = exit.cause
+          if (Cause.hasInterruptsOnly(cause) && stopping) {
+            // shutdown cut the handler short (grace period over): give the job back, no attempt counted
+            return yield* settle("release", delivery, delivery.release)
+          }
+          const failure = Cause.findError(cause)
+          const error = failure._tag === "Success" ? failure.success : undefined
+          const text = errorText(cause)
+          if (error instanceof Unrecoverable) {
+            return yield* deadLetter(delivery, "unrecoverable", text, attempt, envelope.job)
+          }
+          if (attempt >= envelope.maxAttempts) {
+            return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
+          }
+          const delay =
+            error instanceof RetryAfter
+              ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
+              : yield* retryDelay(h.job.backoff, Math.min(attempt, Envelope.maxAttempts))
+          yield* Metric.update(metrics.retried, 1)
+          yield* retryLater(delivery, envelope, Math.min(delay, maxRetryDelay), end)
+        })
+      )
     })
 
   const processDelivery = (delivery: Delivery, free: Effect.Effect<void>): Effect.Effect<void> =>
@@ -414,9 +431,9 @@ export const run = Effect.fnUntraced(function* <R>(
         return yield* deadLetter(
           delivery,
           "undecodable",
-          `UnknownJob: no handler for job "${envelope.job}" on queue "${queue}"`,
+          `UnknownJob: no handler for job ${JSON.stringify(envelope.job.slice(0, 200))} on queue "${queue}"`,
           envelope.attempts,
-          envelope.job
+          "(unknown)"
         )
       }
       if (envelope.notBefore !== undefined) {
@@ -463,6 +480,7 @@ export const run = Effect.fnUntraced(function* <R>(
   }
 
   let takeFailures = 0
+  let inHand: ReadonlyArray<Delivery> = []
 
   const loop: Effect.Effect<void> = Effect.gen(function* () {
     while (!stopping) {
@@ -474,7 +492,14 @@ export const run = Effect.fnUntraced(function* <R>(
       const limited = limiter !== undefined && rate !== undefined
       const max = limited ? 1 : concurrency - active
       const takeStarted = yield* Clock.currentTimeMillis
-      const taken = yield* Effect.result(broker.take(queue, { max, lease, wait: pollWait }))
+      // what a take returned is "in hand" until handed to a fiber; shutdown releases what is left
+      const taken = yield* Effect.uninterruptibleMask((restore) =>
+        Effect.tap(Effect.result(restore(broker.take(queue, { max, lease, wait: pollWait }))), (result) =>
+          Effect.sync(() => {
+            if (result._tag === "Success") inHand = result.success
+          })
+        )
+      )
       if (taken._tag === "Failure") {
         takeFailures++
         const wait = Math.min(5000, 100 * 2 ** Math.min(takeFailures, 6))
@@ -490,7 +515,7 @@ export const run = Effect.fnUntraced(function* <R>(
         // An empty answer well before `wait` (a closed or non-blocking broker) must not turn this
         // loop into a busy spin: sit out part of the poll.
         const elapsed = (yield* Clock.currentTimeMillis) - takeStarted
-        const floor = Math.min(pollWait, 1000) / 2
+        const floor = Math.max(5, Math.min(pollWait, 1000) / 2)
         if (elapsed < floor) yield* Effect.sleep(floor - elapsed)
         continue
       }
@@ -530,18 +555,24 @@ export const run = Effect.fnUntraced(function* <R>(
             )
           },
           { discard: true }
-        )
+        ).pipe(Effect.ensuring(Effect.sync(() => (inHand = []))))
       )
     }
   })
 
-  const loopFiber = yield* Effect.forkChild(loop, { startImmediately: true })
+  // Detached, not a child: the fiber that called `run` (a layer's builder, say) may end long
+  // before the worker's scope closes, and a child would be interrupted with it. Shutdown
+  // interrupts the loop itself.
+  const loopFiber = yield* Effect.forkDetach(loop, { startImmediately: true })
   let shutdownDone: Effect.Effect<void> | undefined
   const shutdown = Effect.suspend(() => {
     if (shutdownDone) return shutdownDone
     stopping = true
     shutdownDone = Effect.gen(function* () {
       yield* Fiber.interrupt(loopFiber)
+      const left = inHand
+      inHand = []
+      yield* Effect.forEach(left, (delivery) => settle("release", delivery, delivery.release), { discard: true })
       const finished = yield* Effect.timeoutOption(FiberSet.awaitEmpty(fibers), grace)
       if (Option.isNone(finished)) {
         yield* Effect.logWarning(`errand: grace period over on "${queue}"; releasing ${active} unfinished job(s)`)

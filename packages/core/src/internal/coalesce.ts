@@ -29,8 +29,10 @@ export const makeCoalescer = (
     const permits = yield* Semaphore.make(maxInFlight)
     // callers still waiting when the producer's scope closes are interrupted, never left hanging
     const outstanding = new Set<Deferred.Deferred<SendResult, BrokerError>>()
+    let closed = false
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
+        closed = true
         for (const deferred of outstanding) Deferred.doneUnsafe(deferred, Effect.interrupt)
         outstanding.clear()
       })
@@ -82,6 +84,8 @@ export const makeCoalescer = (
     let direct = 0
     let pending = 0
     return (queue, message) => {
+      // the producer's scope is closed: nothing drains the queue any more
+      if (closed) return Effect.interrupt
       if (direct === 0 && pending === 0) {
         direct++
         return Effect.map(broker.send(queue, [message]), (results) => results[0]!).pipe(
