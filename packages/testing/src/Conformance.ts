@@ -10,43 +10,18 @@
  * @since 0.1.0
  */
 import { describe, it } from "@effect/vitest"
-import { type Broker, Idempotency, Producer } from "@errand/core"
+import { Idempotency, Producer } from "@errand/core"
 import { Effect, Layer } from "effect"
 import { casesA } from "./internal/conformanceCasesA.js"
 import { casesB } from "./internal/conformanceCasesB.js"
-import type { Case, Kit } from "./internal/conformanceKit.js"
+import type { Case, Kit, SuiteOptions } from "./internal/conformanceKit.js"
 
 /**
  * What a configuration gives the suite.
  *
  * @since 0.1.0
  */
-export interface Options {
-  /** The broker under test; built fresh for each case. */
-  readonly layer: Layer.Layer<Broker.Broker, unknown>
-  /**
-   * Declared capabilities (what the adapter's README promises). They gate cases at registration
-   * time; case 19 checks that the layer's `broker.capabilities` equals them and that the broker
-   * behaves accordingly.
-   */
-  readonly capabilities: Broker.Capabilities
-  /**
-   * For case 20: a broker layer on an instance that `restart` restarts (stop + start, returning
-   * once it is back). Absent → case 20 is skipped with `restartSkipReason`.
-   */
-  readonly restart?:
-    | {
-        readonly layer: Layer.Layer<Broker.Broker, unknown>
-        readonly restart: Effect.Effect<void, unknown>
-      }
-    | undefined
-  /** Store for the idempotency and scheduler cases (default: core's `Idempotency.layerMemory`). */
-  readonly idempotencyStore?: Layer.Layer<Idempotency.IdempotencyStore, unknown> | undefined
-  /** Multiply waits and timeouts for slow brokers (default 1). */
-  readonly timeScale?: number | undefined
-  /** Why case 20 is skipped when `restart` is absent (e.g. "the in-memory broker keeps nothing across restarts"). */
-  readonly restartSkipReason?: string | undefined
-}
+export type Options = SuiteOptions
 
 /**
  * Every case, in order. Titles are `"<id> <title>"`.

@@ -6,18 +6,31 @@ import { Broker, type Errors, type Idempotency, type Job, type Producer, Queues,
 import { Cause, Clock, Effect, type Layer, type Scope } from "effect"
 import { randomBytes } from "node:crypto"
 
-/** The options a configuration gives (mirrors `Conformance.Options`). */
+/** The options a configuration gives (`Conformance.Options`). */
 export interface SuiteOptions {
+  /** The broker under test; built fresh for each case. */
   readonly layer: Layer.Layer<Broker.Broker, unknown>
+  /**
+   * Declared capabilities (what the adapter's README promises). They gate cases at registration
+   * time; case 19 checks that the layer's `broker.capabilities` equals them and that the broker
+   * behaves accordingly.
+   */
   readonly capabilities: Broker.Capabilities
+  /**
+   * For case 20: a broker layer on an instance that `restart` restarts (stop + start, returning
+   * once it is back). Absent → case 20 is skipped with `restartSkipReason`.
+   */
   readonly restart?:
     | {
         readonly layer: Layer.Layer<Broker.Broker, unknown>
         readonly restart: Effect.Effect<void, unknown>
       }
     | undefined
+  /** Store for the idempotency and scheduler cases (default: core's `Idempotency.layerMemory`). */
   readonly idempotencyStore?: Layer.Layer<Idempotency.IdempotencyStore, unknown> | undefined
+  /** Multiply waits and timeouts for slow brokers (default 1). */
   readonly timeScale?: number | undefined
+  /** Why case 20 is skipped when `restart` is absent (e.g. "the in-memory broker keeps nothing across restarts"). */
   readonly restartSkipReason?: string | undefined
 }
 
