@@ -99,6 +99,9 @@ export class Client {
   /** Connect once (failing fast on a refused login or an unreachable broker), recovering afterwards. */
   static async open(options: ClientOptions): Promise<Client> {
     const model = await amqp.connect(options.url, {
+      // small frames (a publish, an ack) must not wait for Nagle's algorithm and the peer's delayed
+      // ACK (~40 ms); RabbitMQ itself sets TCP_NODELAY on its side. `socketOptions` can override.
+      noDelay: true,
       ...options.socketOptions,
       clientProperties: { connection_name: options.connectionName },
       recovery: {
