@@ -128,7 +128,14 @@ const maxStalledCount = 1_000_000
 /** Upper bound of one blocking wait, so that a missed wake-up costs at most this. */
 const maxBlockMs = 2000
 
-type Live = { readonly job: Job; readonly token: string; readonly queue: string }
+/** A job this adapter holds the lock of: handed out as a delivery, or prefetched by an ack. */
+type Live = { readonly job: Job; readonly token: string; readonly queue: string; readonly fetchedAt: number }
+
+/** Take back one receive of a job that still exists (never create a stray job key). */
+const uncountScript = `if redis.call("HEXISTS", KEYS[1], "ats") == 1 then return redis.call("HINCRBY", KEYS[1], "ats", -1) end return 0`
+
+/** Longest a job fetched by an ack waits for a `take` before it goes back to wait. */
+const maxPrefetchHold = 1000
 
 const noop = () => {}
 
@@ -208,7 +215,20 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const removeOnComplete = keepCompleted === 0 ? true : { count: keepCompleted }
     const queues = new Map<string, Queue>()
     const workers = new Map<string, Worker>()
-    const outstanding = new Map<string, Live>()
+    const outstanding = new Set<Live>()
+    // Jobs an ack fetched in the same script (BullMQ's own worker does this: moveToFinished with
+    // fetchNext), waiting for the next take of their queue; at most as many as are in flight.
+    const prefetched = new Map<string, Array<Live>>()
+    const inFlight = new Map<string, number>()
+    const sweepers = new Map<string, ReturnType<typeof setTimeout>>()
+    // acks in flight that will bring a job, and takes waiting for one of them
+    const fetching = new Map<string, number>()
+    const fetchWaiters = new Map<string, Array<() => void>>()
+    const fetchSettled = (queue: string) => {
+      fetching.set(queue, (fetching.get(queue) ?? 1) - 1)
+      const waiters = fetchWaiters.get(queue)
+      if (waiters !== undefined && waiters.length > 0) waiters.shift()!()
+    }
     const idleBlocking: Array<Redis> = []
     const busyBlocking = new Set<Redis>()
     let workerClient: Redis | undefined
@@ -269,13 +289,26 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         const q = getQueue(queue)
         const keys = queueKeys(prefix, queue)
         const bull = await q.backend.client
-        if (messages.length === 1 && messages[0]!.unique === true) {
-          // a core-generated id cannot exist yet: one add script, no MULTI (building a MULTI copies
-          // BullMQ's scripts onto it, which costs more than the add itself)
-          const message = messages[0]!
-          const jobId = toJobId(message.id)
-          await new Job(q, jobName, message.body, jobOptions(message, jobId), jobId).addJob(bull as never)
-          return [{ id: message.id, duplicate: false }]
+        if (messages.every((message) => message.unique === true)) {
+          // Core-generated ids cannot exist yet (nor be dead-lettered): the add scripts alone, no
+          // MULTI with existence checks (building a MULTI copies BullMQ's scripts onto it, which
+          // costs more than the add itself). A resend after a lost reply is still safe: BullMQ's
+          // add script keeps the job already stored under an id.
+          if (messages.length === 1) {
+            const message = messages[0]!
+            const jobId = toJobId(message.id)
+            await new Job(q, jobName, message.body, jobOptions(message, jobId), jobId).addJob(bull as never)
+          } else {
+            // what Queue.addBulk does: one pipeline of add scripts
+            await Job.createBulk(
+              q,
+              messages.map((message) => {
+                const jobId = toJobId(message.id)
+                return { name: jobName, data: message.body, opts: jobOptions(message, jobId) }
+              })
+            )
+          }
+          return messages.map((message) => ({ id: message.id, duplicate: false }))
         }
         // A MULTI runs EXISTS and BullMQ's add script back to back, so "existed before" is exact.
         const multi = bull.multi() as unknown as ChainableCommander
@@ -331,7 +364,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             Effect.tap(() =>
               Effect.sync(() => {
                 state = "settled"
-                outstanding.delete(live.token)
+                if (outstanding.delete(live)) inFlight.set(live.queue, (inFlight.get(live.queue) ?? 1) - 1)
               })
             ),
             Effect.tapError(() => Effect.sync(() => (state = "open"))),
@@ -350,7 +383,17 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         id,
         body: typeof job.data === "string" ? job.data : JSON.stringify(job.data),
         receiveCount: Math.max(1, job.attemptsStarted || 1),
-        ack: settle("ack", () => job.moveToCompleted(null, token, false)),
+        ack: settle("ack", async () => {
+          const fetchNext =
+            !closing && (prefetched.get(queue)?.length ?? 0) + (fetching.get(queue) ?? 0) < (inFlight.get(queue) ?? 0)
+          if (!fetchNext) return job.moveToCompleted(null, token, false)
+          fetching.set(queue, (fetching.get(queue) ?? 0) + 1)
+          try {
+            keepPrefetched(worker, queue, token, await job.moveToCompleted(null, token, true))
+          } finally {
+            fetchSettled(queue)
+          }
+        }),
         retry: ({ body, delay }) =>
           settle("retry", () =>
             worker.backend.moveToDelayed(job.id!, Date.now(), Math.max(0, Math.ceil(delay)), token, {
@@ -384,7 +427,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           }),
         extendLease: (ms) =>
           Effect.suspend(() =>
-            outstanding.has(token)
+            outstanding.has(live)
               ? redis("extendLease", async () => {
                   const ok = await job.extendLock(token, Math.max(1, Math.ceil(ms)))
                   if (!ok) throw new Error(`Missing lock for job ${id}: the lease was lost`)
@@ -393,6 +436,65 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           ),
         release: settle("release", () => job.moveToWait(token))
       }
+    }
+
+    const deliver = (live: Live, worker: Worker): Broker.Delivery => {
+      inFlight.set(live.queue, (inFlight.get(live.queue) ?? 0) + 1)
+      return makeDelivery(live, worker)
+    }
+
+    /**
+     * Give a prefetched job back to wait (unlocked); a lost lock only means it is already back. It
+     * was never delivered, so its receive count (BullMQ's attemptsStarted) is taken back too.
+     */
+    const giveBack = (live: Live) => {
+      outstanding.delete(live)
+      return live.job
+        .moveToWait(live.token)
+        .then(() => client.eval(uncountScript, 1, queueKeys(prefix, live.queue).job(fromJobId(live.job.id ?? ""))))
+        .catch(noop)
+    }
+
+    /** Keep the job an ack's moveToFinished returned (locked with the acked job's token) for the next take. */
+    const keepPrefetched = (worker: Worker, queue: string, token: string, next: unknown) => {
+      if (!Array.isArray(next) || next[0] == null || next[1] == null) return
+      const job = Job.fromJSON(worker as never, next[0] as never, String(next[1]))
+      job.token = token
+      const live: Live = { job, token, queue, fetchedAt: Date.now() }
+      outstanding.add(live)
+      if (closing) {
+        void giveBack(live)
+        return
+      }
+      let list = prefetched.get(queue)
+      if (!list) prefetched.set(queue, (list = []))
+      list.push(live)
+      if (!sweepers.has(queue)) sweep(queue, worker)
+    }
+
+    /** Jobs nobody took soon enough (the worker stopped, or is rate limited) go back to wait. */
+    const sweep = (queue: string, worker: Worker) => {
+      const hold = Math.min(maxPrefetchHold, Math.max(10, Math.floor((worker.opts.lockDuration ?? 30_000) / 4)))
+      const oldest = prefetched.get(queue)?.[0]
+      if (oldest === undefined) return
+      const timer = setTimeout(
+        () => {
+          sweepers.delete(queue)
+          const list = prefetched.get(queue) ?? []
+          const cutoff = Date.now() - hold
+          while (list.length > 0 && list[0]!.fetchedAt <= cutoff) void giveBack(list.shift()!)
+          sweep(queue, worker)
+        },
+        Math.max(1, oldest.fetchedAt + hold - Date.now())
+      )
+      timer.unref?.()
+      sweepers.set(queue, timer)
+    }
+
+    const takePrefetched = (worker: Worker, queue: string, max: number): Array<Broker.Delivery> => {
+      const list = prefetched.get(queue)
+      if (!list || list.length === 0) return []
+      return list.splice(0, max).map((live) => deliver(live, worker))
     }
 
     const fetchJobs = (worker: Worker, queue: string, max: number, lease: number) =>
@@ -414,9 +516,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
               } else if (result.value === undefined) {
                 empty = true
               } else {
-                const live: Live = { job: result.value, token: tokens[i]!, queue }
-                outstanding.set(live.token, live)
-                got.push(makeDelivery(live, worker))
+                const live: Live = { job: result.value, token: tokens[i]!, queue, fetchedAt: Date.now() }
+                outstanding.add(live)
+                got.push(deliver(live, worker))
               }
             }
             if (empty) break
@@ -494,6 +596,22 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         if (max <= 0) return []
         const worker = getWorker(queue, lease)
         const deadline = Date.now() + Math.max(0, wait)
+        let ready = takePrefetched(worker, queue, max)
+        if (ready.length === 0 && (fetching.get(queue) ?? 0) > 0 && !closing) {
+          // an ack is already fetching a job: wait for it rather than spend a script of our own
+          yield* Effect.callback<void>((resume) => {
+            let waiters = fetchWaiters.get(queue)
+            if (!waiters) fetchWaiters.set(queue, (waiters = []))
+            const wake = () => resume(Effect.void)
+            waiters.push(wake)
+            return Effect.sync(() => {
+              const i = waiters.indexOf(wake)
+              if (i >= 0) waiters.splice(i, 1)
+            })
+          })
+          ready = takePrefetched(worker, queue, max)
+        }
+        if (ready.length > 0) return ready
         while (true) {
           const jobs = yield* fetchJobs(worker, queue, max, lease)
           if (jobs.length > 0 || closing) return jobs
@@ -661,7 +779,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           cursor = next
           if (found.length > 0) await client.unlink(...found)
         } while (cursor !== "0")
-        for (const [token, live] of outstanding) if (live.queue === queue) outstanding.delete(token)
+        for (const live of outstanding) if (live.queue === queue) outstanding.delete(live)
+        prefetched.delete(queue)
+        inFlight.delete(queue)
       })
 
     // ---- shutdown --------------------------------------------------------------------------
@@ -669,13 +789,13 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     yield* Effect.addFinalizer(() =>
       Effect.promise(async () => {
         closing = true
+        for (const timer of sweepers.values()) clearTimeout(timer)
+        sweepers.clear()
+        prefetched.clear()
         const bounded = (p: Promise<unknown>, ms: number) =>
           Promise.race([p.catch(noop), new Promise((r) => setTimeout(r, ms).unref?.())])
         // Unsettled deliveries go back to wait now rather than after their lease.
-        await bounded(
-          Promise.all([...outstanding.values()].map((live) => live.job.moveToWait(live.token).catch(noop))),
-          3000
-        )
+        await bounded(Promise.all([...outstanding].map((live) => live.job.moveToWait(live.token).catch(noop))), 3000)
         outstanding.clear()
         for (const c of [...idleBlocking, ...busyBlocking]) c.disconnect()
         await bounded(Promise.all([...workers.values()].map((w) => w.close(true))), 3000)

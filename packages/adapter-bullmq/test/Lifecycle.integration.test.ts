@@ -58,3 +58,31 @@ describe("shutdown", () => {
     }).pipe(Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix: uniquePrefix() })))
   )
 })
+
+describe("jobs fetched by an ack", () => {
+  it.live("go to the next take; one nobody takes goes back to wait, unlocked, within a second", () =>
+    Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const queue = uniqueQueue("prefetch")
+      yield* broker.send(queue, [message("a"), message("b"), message("c")])
+      const [a] = yield* takeN(broker, queue, 1, { lease: 60_000 })
+      expect(a?.id).toBe("a")
+      // the ack's script also locks the next job ("b") for this broker
+      yield* a!.ack
+      expect(yield* broker.stats(queue)).toEqual({ waiting: 1, active: 1, delayed: 0, dead: 0 })
+      const [b] = yield* broker.take(queue, { max: 5, lease: 60_000, wait: 0 })
+      expect(b?.id).toBe("b")
+      // acked with nothing taken after it: "c" is fetched, then handed back
+      yield* b!.ack
+      expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 1, delayed: 0, dead: 0 })
+      yield* Effect.sleep(1500)
+      // the lease was 60 s: only the hand-back explains this
+      expect(yield* broker.stats(queue)).toEqual({ waiting: 1, active: 0, delayed: 0, dead: 0 })
+      const [c] = yield* broker.take(queue, { max: 1, lease: 60_000, wait: 1000 })
+      expect(c?.id).toBe("c")
+      expect(c?.receiveCount).toBe(1)
+      yield* c!.ack
+      yield* broker.deleteQueue(queue)
+    }).pipe(Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix: uniquePrefix() })))
+  )
+})

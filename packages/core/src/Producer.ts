@@ -11,6 +11,7 @@ import { IdempotencyStore, type IdempotencyStoreShape } from "./Idempotency.js"
 import type * as Job from "./Job.js"
 import * as Metrics from "./Metrics.js"
 import { makeCoalescer } from "./internal/coalesce.js"
+import { traced } from "./internal/tracing.js"
 import { type EnqueueOptions, prepare, type Prepared } from "./internal/prepare.js"
 
 export type { EnqueueOptions } from "./internal/prepare.js"
@@ -158,26 +159,24 @@ export const make = Effect.fnUntraced(function* (
 
   return Producer.of({
     enqueue: (job, payload, options) =>
-      prepare(broker, job, payload, options).pipe(
-        Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
-        Effect.map((results) => results[0]!),
-        Effect.withSpan(
-          "errand.enqueue",
-          { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } },
-          { captureStackTrace: false }
-        )
+      traced(
+        prepare(broker, job, payload, options).pipe(
+          Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
+          Effect.map((results) => results[0]!)
+        ),
+        "errand.enqueue",
+        { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } }
       ),
     enqueueBatch: (job, items) =>
-      Effect.forEach(items, (item) => prepare(broker, job, item.payload, item.options)).pipe(
-        Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, prepared)),
-        Effect.withSpan(
-          "errand.enqueueBatch",
-          {
-            kind: "producer",
-            attributes: { "errand.queue": job.queue, "errand.job": job.name, "errand.count": items.length }
-          },
-          { captureStackTrace: false }
-        )
+      traced(
+        Effect.forEach(items, (item) => prepare(broker, job, item.payload, item.options)).pipe(
+          Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, prepared))
+        ),
+        "errand.enqueueBatch",
+        {
+          kind: "producer",
+          attributes: { "errand.queue": job.queue, "errand.job": job.name, "errand.count": items.length }
+        }
       )
   })
 })

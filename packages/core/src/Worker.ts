@@ -27,7 +27,8 @@ import {
   Option,
   Result,
   Schema,
-  type Scope
+  type Scope,
+  Tracer
 } from "effect"
 import * as RateLimiter from "effect/persistence/RateLimiter"
 import { Broker, type DeadLetterReason, type Delivery } from "./Broker.js"
@@ -206,6 +207,10 @@ export const run = Effect.fnUntraced(function* <R>(
     const window = yield* validate.duration("rateLimit.window", rate.window, 0)
     if (window <= 0) return yield* validate.fail("rateLimit.window", "must be positive")
   }
+  // Spans only when a tracing backend is installed (see internal/tracing.ts); handler fibers run
+  // in this fiber's context, so one look is enough.
+  const tracing =
+    (yield* Effect.withFiber((fiber) => Effect.succeed(fiber.getRef(Tracer.Tracer)))) !== Tracer.nativeTracer
   const handlers = new Map<string, Handler<R>>()
   const decoders = new Map<string, (input: unknown) => Result.Result<unknown, Schema.SchemaError>>()
   for (const h of options.handlers) {
@@ -343,9 +348,13 @@ export const run = Effect.fnUntraced(function* <R>(
         }
         token = claim.success.token
       }
-      const start = yield* Clock.currentTimeMillis
-      yield* Metric.update(metrics.started, 1)
-      yield* Metric.update(metrics.queueWait, Math.max(0, start - (envelope.notBefore ?? envelope.enqueuedAt)))
+      // one step for the clock and both metrics: this runs once per job
+      const start = yield* Effect.withFiber((fiber) => {
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        metrics.started.updateUnsafe(1, fiber.context)
+        metrics.queueWait.updateUnsafe(Math.max(0, now - (envelope.notBefore ?? envelope.enqueuedAt)), fiber.context)
+        return Effect.succeed(now)
+      })
       const ctx: JobContext = {
         id: envelope.id,
         job: envelope.job,
@@ -362,18 +371,20 @@ export const run = Effect.fnUntraced(function* <R>(
       let handlerEffect = Effect.suspend(() => h.run(payload, ctx)) as Effect.Effect<unknown, unknown>
       if (envelope.timeout !== undefined && envelope.timeout > 0)
         handlerEffect = Effect.timeout(handlerEffect, envelope.timeout)
-      const parent = externalParent(envelope)
-      handlerEffect = Effect.withSpan(handlerEffect, `errand.process ${envelope.job}`, {
-        kind: "consumer",
-        attributes: {
-          "errand.queue": queue,
-          "errand.job": envelope.job,
-          "errand.id": envelope.id,
-          "errand.attempt": attempt
-        },
-        ...(parent ? { links: [{ span: parent, attributes: {} }] } : {}),
-        captureStackTrace: false
-      })
+      if (tracing) {
+        const parent = externalParent(envelope)
+        handlerEffect = Effect.withSpan(handlerEffect, `errand.process ${envelope.job}`, {
+          kind: "consumer",
+          attributes: {
+            "errand.queue": queue,
+            "errand.job": envelope.job,
+            "errand.id": envelope.id,
+            "errand.attempt": attempt
+          },
+          ...(parent ? { links: [{ span: parent, attributes: {} }] } : {}),
+          captureStackTrace: false
+        })
+      }
       running.set(delivery, token !== undefined ? { key: idemKey, token } : undefined)
       const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
       const exit = yield* Effect.exit(handlerEffect).pipe(
@@ -386,8 +397,11 @@ export const run = Effect.fnUntraced(function* <R>(
         Effect.gen(function* () {
           // the handler is done: its slot goes to the next job while this one settles
           yield* free
-          const end = yield* Clock.currentTimeMillis
-          yield* Metric.update(metrics.processingTime, end - start)
+          const end = yield* Effect.withFiber((fiber) => {
+            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+            metrics.processingTime.updateUnsafe(now - start, fiber.context)
+            return Effect.succeed(now)
+          })
           if (Exit.isSuccess(exit)) {
             if (token !== undefined && store) yield* Effect.ignore(store.complete(idemKey, token, doneTtl))
             yield* settle("ack", delivery, delivery.ack)
