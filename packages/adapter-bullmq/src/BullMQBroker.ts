@@ -597,8 +597,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         const worker = getWorker(queue, lease)
         const deadline = Date.now() + Math.max(0, wait)
         let ready = takePrefetched(worker, queue, max)
-        if (ready.length === 0 && (fetching.get(queue) ?? 0) > 0 && !closing) {
-          // an ack is already fetching a job: wait for it rather than spend a script of our own
+        if (ready.length === 0 && (fetching.get(queue) ?? 0) > (fetchWaiters.get(queue)?.length ?? 0) && !closing) {
+          // an ack is already fetching a job nobody else waits for: wait for it rather than spend a
+          // script of our own (each waiter is woken by one settled fetch)
           yield* Effect.callback<void>((resume) => {
             let waiters = fetchWaiters.get(queue)
             if (!waiters) fetchWaiters.set(queue, (waiters = []))

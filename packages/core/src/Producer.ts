@@ -160,9 +160,16 @@ export const make = Effect.fnUntraced(function* (
   return Producer.of({
     enqueue: (job, payload, options) =>
       traced(
-        prepare(broker, job, payload, options).pipe(
-          Effect.flatMap((prepared) => sendPrepared(job.queue, job.name, [prepared])),
-          Effect.map((results) => results[0]!)
+        Effect.flatMap(prepare(broker, job, payload, options), (prepared) =>
+          prepared.idempotencyKey !== undefined && !native
+            ? Effect.map(sendPrepared(job.queue, job.name, [prepared]), (results) => results[0]!)
+            : // the common case, kept short: it runs once per job
+              Effect.flatMap(sendOne(job.queue, prepared.message), (result) =>
+                Effect.withFiber((fiber) => {
+                  if (!result.duplicate) Metrics.tagged(job.queue, job.name).enqueued.updateUnsafe(1, fiber.context)
+                  return answer(result)
+                })
+              )
         ),
         "errand.enqueue",
         { kind: "producer", attributes: { "errand.queue": job.queue, "errand.job": job.name } }
