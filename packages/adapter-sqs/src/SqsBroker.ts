@@ -170,7 +170,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
             ...(options.credentials !== undefined ? { credentials: options.credentials } : {}),
             maxAttempts: sdkMaxAttempts,
-            retryMode: "standard"
+            retryMode: "standard",
+            // resolve each command's middleware stack once, not on every call
+            cacheMiddleware: true
           })
       ),
       (client) => Effect.sync(() => client.destroy())

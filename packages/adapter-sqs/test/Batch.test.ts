@@ -193,6 +193,40 @@ describe("SqsBroker batches (mocked SQS)", () => {
     }).pipe(Effect.provide(layer))
   })
 
+  it.live("a busy queue is taken with parallel short polls; one failed poll drops nothing", () => {
+    const { layer, mock } = setup()
+    let n = 0
+    const batch = (count: number) =>
+      Array.from({ length: count }, () => {
+        const i = n++
+        return { MessageId: `m${i}`, ReceiptHandle: `h${i}`, Body: "b" }
+      })
+    let call = 0
+    mock.on(ReceiveMessageCommand).callsFake(async (input: { MaxNumberOfMessages: number }) => {
+      call++
+      // the third call (a parallel poll of the second take) fails
+      if (call === 3) throw Object.assign(new Error("try again"), { name: "InternalError" })
+      return { Messages: batch(input.MaxNumberOfMessages) }
+    })
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      // not known busy yet: one poll, 10 at most
+      const first = yield* broker.take("jobs", { max: 30, lease: 30_000, wait: 1000 })
+      expect(first.length).toBe(10)
+      // busy now: three short polls at once; the failed one costs only its own share
+      const second = yield* broker.take("jobs", { max: 30, lease: 30_000, wait: 1000 })
+      expect(second.length).toBe(20)
+      const polls = mock.commandCalls(ReceiveMessageCommand).map((c) => c.args[0].input)
+      expect(polls.map((p) => [p.MaxNumberOfMessages, p.WaitTimeSeconds])).toEqual([
+        [10, 1],
+        [10, 0],
+        [10, 0],
+        [10, 0]
+      ])
+      expect(new Set([...first, ...second].map((d) => d.id)).size).toBe(30)
+    }).pipe(Effect.provide(layer))
+  })
+
   it.live("FIFO: batches of one group are sent one after another; independent groups concurrently", () => {
     const { layer, mock } = setup({ fifo: true })
     let inFlight = 0

@@ -49,6 +49,9 @@ export const attributeReserve = 1024
 /** Longest `DelaySeconds` SQS accepts. */
 export const maxDelaySeconds = 900
 
+/** Most `ReceiveMessage` calls one `take` runs at once (10 messages each). */
+const maxParallelPolls = 10
+
 /** Longest visibility timeout SQS accepts (12 hours). */
 export const maxVisibilitySeconds = 43_200
 
@@ -126,8 +129,15 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   // ---------------------------------------------------------------- calls
 
-  const call = <A>(operation: string, run: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, unknown> =>
-    Effect.tryPromise({ try: run, catch: (cause) => cause })
+  // No abort signal: the SDK then reuses its resolved middleware stack (`cacheMiddleware`) and no
+  // AbortController is made per call. An interrupted call still finishes in the background, with
+  // the same at-least-once outcome as an aborted request that SQS may already have applied.
+  const call = <A>(operation: string, run: () => Promise<A>): Effect.Effect<A, unknown> =>
+    Effect.tryPromise({ try: () => run(), catch: (cause) => cause })
+
+  /** A call aborted on interruption: long polls, which would otherwise stay in flight. */
+  const callAbortable = <A>(operation: string, run: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, unknown> =>
+    Effect.tryPromise({ try: (signal) => run(signal), catch: (cause) => cause })
 
   const mapped = (operation: string) => Effect.mapError(toBrokerError(operation, endpointLabel))
 
@@ -138,10 +148,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   const queueAttributeNames: Array<QueueAttributeName> = ["MaximumMessageSize", "MessageRetentionPeriod", "FifoQueue"]
 
   const describe = (name: string, url: string) =>
-    call("GetQueueAttributes", (abortSignal) =>
-      client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: queueAttributeNames }), {
-        abortSignal
-      })
+    call("GetQueueAttributes", () =>
+      client.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: queueAttributeNames }))
     ).pipe(
       Effect.map((out): QueueInfo => {
         const attributes = out.Attributes ?? {}
@@ -157,9 +165,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     )
 
   const lookup = (name: string) =>
-    call("GetQueueUrl", (abortSignal) =>
-      client.send(new GetQueueUrlCommand({ QueueName: name }), { abortSignal })
-    ).pipe(
+    call("GetQueueUrl", () => client.send(new GetQueueUrlCommand({ QueueName: name }))).pipe(
       Effect.map((out) => out.QueueUrl),
       Effect.catchIf(isQueueMissing, () => Effect.succeed(undefined))
     )
@@ -173,9 +179,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   })
 
   const createRaw = (name: string, attributes: Record<string, string>) =>
-    call("CreateQueue", (abortSignal) =>
-      client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }), { abortSignal })
-    ).pipe(
+    call("CreateQueue", () => client.send(new CreateQueueCommand({ QueueName: name, Attributes: attributes }))).pipe(
       Effect.flatMap((out) =>
         out.QueueUrl === undefined
           ? Effect.fail(new Error("CreateQueue returned no QueueUrl"))
@@ -196,10 +200,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           if (!dead) queues.delete(deadLetterQueueName(name))
           if (!dead && settings.redrivePolicy !== undefined) {
             const dlq = yield* resolveRaw(deadLetterQueueName(name), true, true)
-            const arn = yield* call("GetQueueAttributes", (abortSignal) =>
-              client.send(new GetQueueAttributesCommand({ QueueUrl: dlq!.url, AttributeNames: ["QueueArn"] }), {
-                abortSignal
-              })
+            const arn = yield* call("GetQueueAttributes", () =>
+              client.send(new GetQueueAttributesCommand({ QueueUrl: dlq!.url, AttributeNames: ["QueueArn"] }))
             )
             attributes.RedrivePolicy = JSON.stringify({
               deadLetterTargetArn: arn.Attributes?.QueueArn,
@@ -283,7 +285,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       for (let attempt = 0; pending.length > 0; attempt++) {
         const last = attempt + 1 >= settings.entryAttempts
         const sent = pending
-        const result = yield* call("DeleteMessageBatch", (abortSignal) =>
+        const result = yield* call("DeleteMessageBatch", () =>
           client.send(
             new DeleteMessageBatchCommand({
               QueueUrl: url,
@@ -291,8 +293,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
                 Id: String(position),
                 ReceiptHandle: latestHandle(url, items[index]!.messageId, items[index]!.receiptHandle)
               }))
-            }),
-            { abortSignal }
+            })
           )
         ).pipe(Effect.result)
         if (result._tag === "Failure") {
@@ -375,7 +376,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   // ---------------------------------------------------------------- sends
 
   const sendOne = (url: string, entry: OutEntry) =>
-    call("SendMessage", (abortSignal) =>
+    call("SendMessage", () =>
       client.send(
         new SendMessageCommand({
           QueueUrl: url,
@@ -384,8 +385,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0 ? { DelaySeconds: entry.delaySeconds } : {}),
           ...(entry.groupId !== undefined ? { MessageGroupId: entry.groupId } : {}),
           ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
-        }),
-        { abortSignal }
+        })
       )
     ).pipe(
       Effect.map((out): SentEntry => ({ messageId: out.MessageId ?? "", sequenceNumber: out.SequenceNumber })),
@@ -399,7 +399,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       for (let attempt = 0; pending.length > 0; attempt++) {
         const last = attempt + 1 >= settings.entryAttempts
         const sent = pending
-        const out = yield* call("SendMessageBatch", (abortSignal) =>
+        const out = yield* call("SendMessageBatch", () =>
           client.send(
             new SendMessageBatchCommand({
               QueueUrl: url,
@@ -416,8 +416,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
                   ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
                 }
               })
-            }),
-            { abortSignal }
+            })
           )
         ).pipe(mapped("SendMessageBatch"))
         const failed = new Map((out.Failed ?? []).map((entry) => [entry.Id, entry]))
@@ -454,18 +453,20 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   const sendEntries = (info: QueueInfo, given: ReadonlyArray<OutEntry>, operation: string) =>
     Effect.gen(function* () {
       const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
-      const entries = given.map(
-        (entry): OutEntry => ({
-          ...entry,
-          body: safe(entry.body),
-          attributes: Object.fromEntries(
-            Object.entries(entry.attributes).map(([name, value]) => [
-              name,
-              value.StringValue === undefined ? value : { ...value, StringValue: safe(value.StringValue) }
-            ])
-          )
-        })
-      )
+      // copied only where something had to be escaped
+      const entries = given.map((entry): OutEntry => {
+        const body = safe(entry.body)
+        let attributes = entry.attributes
+        for (const name in entry.attributes) {
+          const value = entry.attributes[name]!
+          if (value.StringValue === undefined) continue
+          const text = safe(value.StringValue)
+          if (text === value.StringValue) continue
+          if (attributes === entry.attributes) attributes = { ...entry.attributes }
+          attributes[name] = { ...value, StringValue: text }
+        }
+        return body === entry.body && attributes === entry.attributes ? entry : { ...entry, body, attributes }
+      })
       const sizes = entries.map((entry) => messageSize(entry.body, entry.attributes))
       for (const size of sizes) {
         if (size > info.maxMessageBytes) {
@@ -492,17 +493,16 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           }
         })
       }
-      const parts = yield* Effect.forEach(
-        batches,
-        (indexes) =>
-          indexes.length === 1 && sizes[indexes[0]!]! > settings.maxBatchBytes
-            ? Effect.map(sendOne(info.url, entries[indexes[0]!]!), (result) => [result])
-            : sendBatch(
-                info.url,
-                indexes.map((index) => entries[index]!)
-              ),
-        { concurrency }
-      )
+      const sendIndexes = (indexes: ReadonlyArray<number>) =>
+        indexes.length === 1 && sizes[indexes[0]!]! > settings.maxBatchBytes
+          ? Effect.map(sendOne(info.url, entries[indexes[0]!]!), (result) => [result])
+          : sendBatch(
+              info.url,
+              indexes.map((index) => entries[index]!)
+            )
+      // one batch (every single send): no fan-out machinery
+      if (batches.length === 1) return yield* sendIndexes(batches[0]!)
+      const parts = yield* Effect.forEach(batches, sendIndexes, { concurrency })
       const results: Array<SentEntry> = new Array(entries.length)
       batches.forEach((indexes, batch) =>
         indexes.forEach((index, position) => (results[index] = parts[batch]![position]!))
@@ -560,10 +560,9 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   // ---------------------------------------------------------------- take and deliveries
 
   const changeVisibility = (operation: string, url: string, receiptHandle: string, timeout: number) =>
-    call("ChangeMessageVisibility", (abortSignal) =>
+    call("ChangeMessageVisibility", () =>
       client.send(
-        new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: receiptHandle, VisibilityTimeout: timeout }),
-        { abortSignal }
+        new ChangeMessageVisibilityCommand({ QueueUrl: url, ReceiptHandle: receiptHandle, VisibilityTimeout: timeout })
       )
     ).pipe(
       Effect.asVoid,
@@ -732,7 +731,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   }
 
   const receive = (info: QueueInfo, max: number, visibility: number, wait: number) =>
-    call("ReceiveMessage", (abortSignal) =>
+    callAbortable("ReceiveMessage", (abortSignal) =>
       client.send(
         new ReceiveMessageCommand({
           QueueUrl: info.url,
@@ -757,6 +756,9 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       forgetOnMissing(info.name)
     )
 
+  /** Standard queues whose last take came back full: their next take polls in parallel. */
+  const busy = new Set<string>()
+
   const takeOnce: Broker.BrokerShape["take"] = (queue, options) =>
     Effect.gen(function* () {
       if (options.max <= 0) return []
@@ -768,7 +770,34 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       const waitMs = Number.isFinite(options.wait) ? Math.max(0, options.wait) : 20_000
       const waitSeconds = Math.min(20, Math.floor(waitMs / 1000))
       const started = Date.now()
-      const messages = yield* receive(info, options.max, visibility, waitSeconds).pipe(mapped("take"))
+      let messages: ReadonlyArray<Message> = []
+      const polls = info.fifo ? 1 : Math.min(maxParallelPolls, Math.ceil(options.max / maxBatchEntries))
+      if (polls > 1 && busy.has(info.url)) {
+        // a busy standard queue: several short polls at once, as many as `max` needs (10 each).
+        // Short, so none is left waiting while the others' messages sit in hand. One failed poll
+        // does not drop what the others received; the take fails only when nothing came.
+        const parts = yield* Effect.forEach(
+          Array.from({ length: polls }, (_, index) => Math.min(maxBatchEntries, options.max - index * maxBatchEntries)),
+          (count) => Effect.result(receive(info, count, visibility, 0)),
+          { concurrency: "unbounded" }
+        )
+        let failure: unknown = undefined
+        const received: Array<Message> = []
+        for (const part of parts) {
+          if (part._tag === "Success") received.push(...part.success)
+          else failure ??= part.failure
+        }
+        if (received.length === 0 && failure !== undefined) {
+          return yield* Effect.fail(toBrokerError("take", endpointLabel)(failure))
+        }
+        messages = received
+      }
+      if (messages.length === 0) {
+        messages = yield* receive(info, options.max, visibility, waitSeconds).pipe(mapped("take"))
+      }
+      // a full batch: the next take on this queue starts with parallel polls
+      if (messages.length >= maxBatchEntries) busy.add(info.url)
+      else busy.delete(info.url)
       if (messages.length === 0 && waitSeconds === 0 && waitMs > 0) {
         yield* Effect.sleep(Math.max(0, waitMs - (Date.now() - started)))
       }
@@ -819,7 +848,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   }
 
   const approximateCounts = (url: string) =>
-    call("GetQueueAttributes", (abortSignal) =>
+    call("GetQueueAttributes", () =>
       client.send(
         new GetQueueAttributesCommand({
           QueueUrl: url,
@@ -828,8 +857,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             "ApproximateNumberOfMessagesNotVisible",
             "ApproximateNumberOfMessagesDelayed"
           ]
-        }),
-        { abortSignal }
+        })
       )
     ).pipe(
       Effect.map((out) => ({
@@ -870,7 +898,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
               maxBatchEntries
             ),
             (indexes) =>
-              call("ChangeMessageVisibilityBatch", (abortSignal) =>
+              call("ChangeMessageVisibilityBatch", () =>
                 client.send(
                   new ChangeMessageVisibilityBatchCommand({
                     QueueUrl: dlq.url,
@@ -879,8 +907,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
                       ReceiptHandle: items[index]!.ReceiptHandle,
                       VisibilityTimeout: 0
                     }))
-                  }),
-                  { abortSignal }
+                  })
                 )
               ),
             { concurrency: settings.sendConcurrency, discard: true }
@@ -1036,9 +1063,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         const url = queues.get(name)?.url ?? (yield* lookup(name).pipe(mapped("deleteQueue")))
         queues.delete(name)
         if (url === undefined) continue
-        yield* call("DeleteQueue", (abortSignal) =>
-          client.send(new DeleteQueueCommand({ QueueUrl: url }), { abortSignal })
-        ).pipe(
+        yield* call("DeleteQueue", () => client.send(new DeleteQueueCommand({ QueueUrl: url }))).pipe(
           Effect.catchIf(isQueueMissing, () => Effect.void),
           mapped("deleteQueue")
         )
