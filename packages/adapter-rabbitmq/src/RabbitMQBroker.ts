@@ -9,7 +9,7 @@
 import { Broker, type Errors } from "@errand/core"
 import type * as amqp from "amqplib"
 import { Config, Context, Effect, Layer, Option } from "effect"
-import { Client, withTimeout } from "./internal/client.js"
+import { Client, type Publication, withTimeout } from "./internal/client.js"
 import { QueueConsumer, type Entry } from "./internal/consumer.js"
 import * as DeadLetters from "./internal/deadLetters.js"
 import { endpointOf, toBrokerError } from "./internal/errors.js"
@@ -149,6 +149,10 @@ export const validateQueueName =
     return undefined
   }
 
+type Settle = (channel: amqp.Channel, message: amqp.ConsumeMessage) => void
+const ackMessage: Settle = (channel, message) => channel.ack(message)
+const requeueMessage: Settle = (channel, message) => channel.nack(message, false, true)
+
 /**
  * What the adapter's own tag offers: the broker contract plus diagnostics.
  *
@@ -226,17 +230,20 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const attempt = <A>(operation: string, run: () => Promise<A>): Effect.Effect<A, Errors.BrokerError> =>
     Effect.tryPromise({ try: run, catch: toBrokerError(operation, endpoint) })
 
-  const publishMessage = async (queue: string, message: Broker.OutgoingMessage): Promise<void> => {
+  const publicationOf = (queue: string, message: Broker.OutgoingMessage): Publication => {
     const properties = {
       messageId: message.id,
       priority: message.priority,
-      headers: message.group !== undefined ? { [DeadLetters.headers.group]: message.group } : {}
+      headers: message.group !== undefined ? { [DeadLetters.headers.group]: message.group } : undefined
     }
     const content = Buffer.from(message.body, "utf8")
-    const routingKey = Topology.delayRoutingKey(settings, message.delay)
-    if (routingKey === undefined) return client.publish("", queue, content, properties)
-    return client.publish(Topology.delayExchange(queue, settings), routingKey, content, properties)
+    const routingKey = message.delay > 0 ? Topology.delayRoutingKey(settings, message.delay) : undefined
+    if (routingKey === undefined) return { exchange: "", routingKey: queue, content, properties }
+    return { exchange: Topology.delayExchange(queue, settings), routingKey, content, properties }
   }
+
+  const publishMessage = (queue: string, message: Broker.OutgoingMessage): Promise<void> =>
+    client.publish(publicationOf(queue, message))
 
   const consumerOf = (queue: string): QueueConsumer => {
     let consumer = consumers.get(queue)
@@ -259,7 +266,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     const priority = typeof message.properties.priority === "number" ? message.properties.priority : 0
     const group = table[DeadLetters.headers.group]
 
-    const settle = (operation: string, action: (channel: amqp.Channel, message: amqp.ConsumeMessage) => void) =>
+    const settle = (operation: string, action: Settle) =>
       Effect.sync(() => {
         if (!consumer.claim(entry)) return
         if (consumer.send(entry, action) === "stale") {
@@ -273,8 +280,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       Effect.suspend(() => {
         if (!consumer.claim(entry)) return Effect.void
         return attempt(operation, publish).pipe(
-          Effect.tap(() => Effect.sync(() => consumer.send(entry, (channel, m) => channel.ack(m)))),
-          Effect.tapError(() => Effect.sync(() => consumer.send(entry, (channel, m) => channel.nack(m, false, true))))
+          Effect.tap(() => Effect.sync(() => consumer.send(entry, ackMessage))),
+          Effect.tapError(() => Effect.sync(() => consumer.send(entry, requeueMessage)))
         )
       })
 
@@ -282,8 +289,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       id,
       body: message.content.toString("utf8"),
       receiveCount,
-      ack: settle("ack", (channel, m) => channel.ack(m)),
-      release: settle("release", (channel, m) => channel.nack(m, false, true)),
+      ack: settle("ack", ackMessage),
+      release: settle("release", requeueMessage),
       retry: ({ body, delay }) =>
         replace("retry", () =>
           publishMessage(queue, {
@@ -296,21 +303,54 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         ),
       deadLetter: (record) =>
         replace("deadLetter", () =>
-          client.publish("", Topology.deadLetterQueue(queue), Buffer.from(record.body, "utf8"), {
-            messageId: id,
-            priority: 0,
-            headers: DeadLetters.recordHeaders(record, group)
+          client.publish({
+            exchange: "",
+            routingKey: Topology.deadLetterQueue(queue),
+            content: Buffer.from(record.body, "utf8"),
+            properties: { messageId: id, priority: 0, headers: DeadLetters.recordHeaders(record, group) }
           })
         ),
       extendLease: (ms) => (resolved.leaseExtension ? Effect.sync(() => consumer.lease(entry, ms)) : Effect.void)
     }
   }
 
+  /** Until a delivery arrives on `consumer` or `ms` have passed. */
+  const arrival = (consumer: QueueConsumer, ms: number) =>
+    Effect.callback<void>((resume) => {
+      const cleanup = () => {
+        clearTimeout(timer)
+        unregister()
+      }
+      const done = () => {
+        cleanup()
+        resume(Effect.void)
+      }
+      const timer = setTimeout(done, ms)
+      const unregister = consumer.onArrival(done)
+      return Effect.sync(cleanup)
+    })
+
+  /** Hand out what the running consumer buffered, waiting until `deadline` for a first delivery. */
+  const takeFrom = (
+    queue: string,
+    consumer: QueueConsumer,
+    max: number,
+    lease: number,
+    deadline: number
+  ): Effect.Effect<ReadonlyArray<Broker.Delivery>> => {
+    const drain = Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
+    if (consumer.buffered > 0) return drain
+    const remaining = deadline - Date.now()
+    return remaining > 0 ? Effect.andThen(arrival(consumer, remaining), drain) : drain
+  }
+
   const take: Broker.BrokerShape["take"] = (queue, { lease, max, wait }) =>
-    Effect.gen(function* () {
-      if (!(max > 0)) return []
+    Effect.suspend(() => {
+      if (!(max > 0)) return Effect.succeed([])
       const consumer = consumerOf(queue)
       const deadline = Date.now() + Math.max(0, wait)
+      // the common case: the consumer runs already with a prefetch that covers this take
+      if (consumer.isRunning(consumer.active.size + max)) return takeFrom(queue, consumer, max, lease, deadline)
       // While the broker is away the consumer restarts in the background: wait for it no longer
       // than `wait`, but report a failure that comes within it (a refused declaration…).
       const started = consumer.ensure(consumer.active.size + max)
@@ -318,28 +358,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         log("debug", `consumer of ${queue} not started: ${error instanceof Error ? error.message : String(error)}`)
       )
       const elapsed = new Error("wait elapsed")
-      yield* attempt("take", () =>
+      return attempt("take", () =>
         withTimeout(started, Math.max(1, wait), () => elapsed).catch((error: unknown) => {
           if (error !== elapsed) throw error
         })
-      )
-      const remaining = deadline - Date.now()
-      if (consumer.buffered === 0 && remaining > 0) {
-        yield* Effect.callback<void>((resume) => {
-          const cleanup = () => {
-            clearTimeout(timer)
-            unregister()
-          }
-          const done = () => {
-            cleanup()
-            resume(Effect.void)
-          }
-          const timer = setTimeout(done, remaining)
-          const unregister = consumer.onArrival(done)
-          return Effect.sync(cleanup)
-        })
-      }
-      return yield* Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
+      ).pipe(Effect.andThen(Effect.suspend(() => takeFrom(queue, consumer, max, lease, deadline))))
     })
 
   const scan = (
@@ -425,13 +448,33 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       })
     })
 
-  const send: Broker.BrokerShape["send"] = (queue, messages) =>
-    attempt("send", async () => {
-      if (messages.length === 0) return []
-      await client.ensureTopologyWithin(queue, resolved.sendTimeout)
-      await Promise.all(messages.map((message) => publishMessage(queue, message)))
-      return messages.map((message) => ({ id: message.id, duplicate: false }))
+  const sendFailure = toBrokerError("send", endpoint)
+  const send: Broker.BrokerShape["send"] = (queue, messages) => {
+    if (messages.length === 0) return Effect.succeed([])
+    return Effect.callback<ReadonlyArray<Broker.SendResult>, Errors.BrokerError>((resume) => {
+      const failed = (error: unknown) => resume(Effect.suspend(() => Effect.fail(sendFailure(error))))
+      const publishAll = () => {
+        try {
+          const publications = new Array<Publication>(messages.length)
+          const results = new Array<Broker.SendResult>(messages.length)
+          for (let i = 0; i < messages.length; i++) {
+            const message = messages[i]!
+            publications[i] = publicationOf(queue, message)
+            results[i] = { id: message.id, duplicate: false }
+          }
+          // resume outside amqplib's event handlers (confirms arrive inside its frame parsing)
+          client.publishAll(publications, (error) =>
+            queueMicrotask(() => (error === undefined ? resume(Effect.succeed(results)) : failed(error)))
+          )
+        } catch (error) {
+          failed(error)
+        }
+      }
+      // the topology is declared once per connection: skip the wait once it is
+      if (client.isDeclared(queue)) publishAll()
+      else client.ensureTopologyWithin(queue, resolved.sendTimeout).then(publishAll, failed)
     })
+  }
 
   return RabbitMQBroker.of({
     name: "rabbitmq",

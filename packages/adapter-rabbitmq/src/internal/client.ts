@@ -30,10 +30,20 @@ export interface ClientOptions {
 export interface PublishProperties {
   readonly messageId: string
   readonly priority: number
-  readonly headers: Record<string, unknown>
+  /** Omitted (no header table to encode and decode) when there are none. */
+  readonly headers?: Record<string, unknown> | undefined
 }
 
-const publishHeader = "x-errand-publish"
+/** One message of a batch publish. */
+export interface Publication {
+  readonly exchange: string
+  readonly routingKey: string
+  readonly content: Buffer
+  readonly properties: PublishProperties
+}
+
+// Each publish carries a unique id in `correlationId` (a plain short string, much cheaper to
+// encode and decode than a header table) so that a `basic.return` names the publish it belongs to.
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -66,6 +76,31 @@ export const withTimeout = <A>(
     )
   })
 
+/**
+ * amqplib's multiplexer hands every frame (a publish, an ack) to the socket on its own: one
+ * syscall each. Corking the socket for one multiplexer round turns the round into one `writev`;
+ * the frames and their order are unchanged. Applied to every (re)connection, and only when
+ * amqplib's internals have the expected shape (otherwise nothing changes).
+ */
+const coalesceWrites = (model: unknown): void => {
+  const connection = (model as { readonly connection?: { readonly muxer?: unknown } } | undefined)?.connection
+  const muxer = connection?.muxer as { _readIncoming?: unknown; readonly out?: unknown } | undefined
+  const out = muxer?.out as { readonly cork?: unknown; readonly uncork?: unknown } | undefined
+  if (muxer === undefined || out === undefined) return
+  const readIncoming = muxer._readIncoming
+  const cork = out.cork
+  const uncork = out.uncork
+  if (typeof readIncoming !== "function" || typeof cork !== "function" || typeof uncork !== "function") return
+  muxer._readIncoming = function (this: unknown) {
+    cork.call(out)
+    try {
+      readIncoming.call(this)
+    } finally {
+      uncork.call(out)
+    }
+  }
+}
+
 /** The broker connection with its shared admin channel and confirm channel. */
 export class Client {
   /** Bumped on every connection loss. */
@@ -74,6 +109,10 @@ export class Client {
   private admin: Promise<amqp.Channel> | undefined
   private publisher: Promise<amqp.ConfirmChannel> | undefined
   private readonly topology = new Map<string, Promise<void>>()
+  /** Queues whose topology is declared on the current connection (the settled part of `topology`). */
+  private readonly declared = new Set<string>()
+  /** The publisher channel once it is open, until it closes: lets a publish skip the promise. */
+  private openPublisher: amqp.ConfirmChannel | undefined
   private publishSequence = 0
   private readonly returned = new Set<string>()
   private readonly channels = new Set<amqp.Channel>()
@@ -88,8 +127,10 @@ export class Client {
     model.on("disconnect", () => {
       this.connectionGeneration++
       this.topology.clear()
+      this.declared.clear()
       this.admin = undefined
       this.publisher = undefined
+      this.openPublisher = undefined
       options.log("warning", "connection lost; reconnecting")
     })
     model.on("connect", () => options.log("debug", "connected"))
@@ -107,7 +148,8 @@ export class Client {
       recovery: {
         initialDelay: options.reconnect.initialDelay,
         maxDelay: options.reconnect.maxDelay,
-        initialMaxRetries: 0
+        initialMaxRetries: 0,
+        setup: (model: amqp.ChannelModel) => coalesceWrites(model)
       }
     })
     return new Client(options, model)
@@ -172,12 +214,14 @@ export class Client {
       ).then((channel) => {
         this.track(channel)
         channel.on("return", (message: amqp.Message) => {
-          const id = message.properties.headers?.[publishHeader]
+          const id: unknown = message.properties.correlationId
           if (typeof id === "string") this.returned.add(id)
         })
         channel.on("close", () => {
           if (this.publisher === created) this.publisher = undefined
+          if (this.openPublisher === channel) this.openPublisher = undefined
         })
+        if (this.publisher === created && !this.closed) this.openPublisher = channel
         return channel
       })
       this.publisher = created
@@ -192,13 +236,24 @@ export class Client {
   ensureTopology(queue: string): Promise<void> {
     let declared = this.topology.get(queue)
     if (declared === undefined) {
-      declared = this.declare(queue)
-      this.topology.set(queue, declared)
-      declared.catch(() => {
-        if (this.topology.get(queue) === declared) this.topology.delete(queue)
-      })
+      const current = this.declare(queue)
+      declared = current
+      this.topology.set(queue, current)
+      current.then(
+        () => {
+          if (this.topology.get(queue) === current) this.declared.add(queue)
+        },
+        () => {
+          if (this.topology.get(queue) === current) this.topology.delete(queue)
+        }
+      )
     }
     return declared
+  }
+
+  /** Whether `queue`'s topology is known to be declared on the current connection. */
+  isDeclared(queue: string): boolean {
+    return this.declared.has(queue)
   }
 
   /** `ensureTopology`, retried across a reconnect until `timeout` ms have passed. */
@@ -223,6 +278,7 @@ export class Client {
   /** Forget that `queue` was declared (after deleting it). */
   forgetTopology(queue: string): void {
     this.topology.delete(queue)
+    this.declared.delete(queue)
   }
 
   private async declare(queue: string): Promise<void> {
@@ -264,73 +320,106 @@ export class Client {
     }
   }
 
-  /** Publish one message on `channel`, mandatory; resolves once the broker confirmed it (or fails after `timeout`). */
-  private publishOn(
+  /**
+   * Publish one message on `channel`, mandatory; `done` runs once, with `undefined` when the
+   * broker confirmed it and routed it, else with the failure.
+   */
+  private publishRaw(
     channel: amqp.ConfirmChannel,
-    exchange: string,
-    routingKey: string,
-    content: Buffer,
-    properties: PublishProperties,
-    timeout: number
-  ): Promise<void> {
+    publication: Publication,
+    timestamp: number,
+    done: (error: Error | undefined, publication: Publication) => void
+  ): void {
     const id = `${this.connectionGeneration}.${++this.publishSequence}`
+    const { content, exchange, properties, routingKey } = publication
+    let called = false
+    const finish = (error: unknown, thrown: boolean): void => {
+      if (called) return
+      called = true
+      // RabbitMQ sends basic.return before the basic.ack of the same message.
+      const wasReturned = this.returned.delete(id)
+      if (error !== null && error !== undefined) {
+        const message = error instanceof Error ? error.message : String(error)
+        const nacked = /nack/iu.test(message)
+        // Anything but a nack means the channel is closing: forget it now, since the caller may
+        // publish again (synchronously) before its "close" event reaches the listener above.
+        if (!nacked && this.openPublisher === channel && (!thrown || isConnectionFailure(error))) {
+          this.openPublisher = undefined
+          this.publisher = undefined
+        }
+        // thrown by amqplib itself (a closed channel, an unencodable message): as it is
+        if (thrown) return done(error instanceof Error ? error : new Error(message), publication)
+        // The server closed the channel because of a message (too large, missing exchange):
+        // report that, not a retryable connection loss.
+        const closedBy = this.channelErrors.get(channel)
+        if (closedBy !== undefined) return done(closedBy, publication)
+        return done(
+          nacked
+            ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
+            : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`),
+          publication
+        )
+      }
+      if (wasReturned) {
+        return done(
+          new AdapterFailure(
+            "Unroutable",
+            `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${JSON.stringify(
+              routingKey
+            )})`
+          ),
+          publication
+        )
+      }
+      done(undefined, publication)
+    }
+    const callback = (error: unknown): void => finish(error, false)
+    try {
+      channel.publish(
+        exchange,
+        routingKey,
+        content,
+        {
+          mandatory: true,
+          persistent: true,
+          contentType: "application/json",
+          messageId: properties.messageId,
+          priority: properties.priority,
+          timestamp,
+          correlationId: id,
+          headers: properties.headers
+        },
+        callback
+      )
+    } catch (error) {
+      // a closed channel (or an unencodable message) throws before it registers the callback
+      finish(error, true)
+    }
+  }
+
+  private timedOut = (): Error =>
+    new AdapterFailure("Timeout", `no publisher confirm within ${this.options.sendTimeout} ms`)
+
+  /** `publishRaw` as a promise that fails after `timeout` ms without a confirm. */
+  private publishOn(channel: amqp.ConfirmChannel, publication: Publication, timeout: number): Promise<void> {
     return withTimeout(
       new Promise<void>((resolve, reject) => {
-        channel.publish(
-          exchange,
-          routingKey,
-          content,
-          {
-            mandatory: true,
-            persistent: true,
-            contentType: "application/json",
-            messageId: properties.messageId,
-            priority: properties.priority,
-            timestamp: Math.floor(Date.now() / 1000),
-            headers: { ...properties.headers, [publishHeader]: id }
-          },
-          (error: unknown) => {
-            // RabbitMQ sends basic.return before the basic.ack of the same message.
-            const wasReturned = this.returned.delete(id)
-            if (error !== null && error !== undefined) {
-              // The server closed the channel because of a message (too large, missing exchange):
-              // report that, not a retryable connection loss.
-              const closedBy = this.channelErrors.get(channel)
-              if (closedBy !== undefined) return reject(closedBy)
-              const message = error instanceof Error ? error.message : String(error)
-              return reject(
-                /nack/iu.test(message)
-                  ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
-                  : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`)
-              )
-            }
-            if (wasReturned) {
-              return reject(
-                new AdapterFailure(
-                  "Unroutable",
-                  `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${JSON.stringify(
-                    routingKey
-                  )})`
-                )
-              )
-            }
-            resolve()
-          }
+        this.publishRaw(channel, publication, Math.floor(Date.now() / 1000), (error) =>
+          error === undefined ? resolve() : reject(error)
         )
       }),
       timeout,
-      () => new AdapterFailure("Timeout", `no publisher confirm within ${this.options.sendTimeout} ms`)
+      this.timedOut
     )
   }
 
   /**
    * Publish through the confirm channel with `mandatory`; resolves once the broker confirmed.
    * After a connection loss, waits for the reconnect and publishes again, all within
-   * `sendTimeout`. A retry can duplicate a message whose confirm was lost (at-least-once); nothing
-   * is published once the deadline has passed.
+   * `sendTimeout` (or until `deadline`). A retry can duplicate a message whose confirm was lost
+   * (at-least-once); nothing is published once the deadline has passed.
    */
-  async publish(exchange: string, routingKey: string, content: Buffer, properties: PublishProperties): Promise<void> {
-    const deadline = Date.now() + this.options.sendTimeout
+  async publish(publication: Publication, deadline = Date.now() + this.options.sendTimeout): Promise<void> {
     let backoff = 50
     for (;;) {
       try {
@@ -342,7 +431,7 @@ export class Client {
         const remaining = deadline - Date.now()
         if (remaining <= 0)
           throw new AdapterFailure("Connection", `not connected within ${this.options.sendTimeout} ms`)
-        return await this.publishOn(channel, exchange, routingKey, content, properties, remaining)
+        return await this.publishOn(channel, publication, remaining)
       } catch (error) {
         if (this.closed || !isConnectionFailure(error) || Date.now() + backoff >= deadline) throw error
         this.options.log("debug", "publish failed on a lost connection; retrying")
@@ -350,6 +439,53 @@ export class Client {
         backoff = Math.min(backoff * 2, 1000)
       }
     }
+  }
+
+  /**
+   * `publish` for many messages at once; resolves once the broker confirmed every one, fails with
+   * the first failure that a retry cannot fix. With the publisher channel open, every message
+   * goes out at once under one deadline timer; a message whose channel was lost is published
+   * again (`publish`) within the same `sendTimeout`.
+   */
+  publishAll(publications: ReadonlyArray<Publication>, done: (error: unknown) => void): void {
+    const now = Date.now()
+    const deadline = now + this.options.sendTimeout
+    const publishEach = (list: ReadonlyArray<Publication>) =>
+      Promise.all(list.map((publication) => this.publish(publication, deadline))).then(() => done(undefined), done)
+    const channel = this.openPublisher
+    if (channel === undefined || this.closed) return void publishEach(publications)
+    let pending = publications.length
+    let finished = false
+    let retry: Array<Publication> | undefined
+    let lost: Error | undefined
+    const timer = setTimeout(() => {
+      finished = true
+      done(this.timedOut())
+    }, this.options.sendTimeout)
+    const settled = () => {
+      if (--pending > 0 || finished) return
+      finished = true
+      clearTimeout(timer)
+      if (retry === undefined) return done(undefined)
+      const again = retry
+      this.options.log("debug", "publish failed on a lost connection; retrying")
+      if (Date.now() + 50 >= deadline) return done(lost)
+      void sleep(50).then(() => publishEach(again))
+    }
+    const confirmed = (error: Error | undefined, publication: Publication) => {
+      if (error === undefined) return settled()
+      if (finished) return
+      if (this.closed || !isConnectionFailure(error)) {
+        finished = true
+        clearTimeout(timer)
+        return done(error)
+      }
+      lost ??= error
+      ;(retry ??= []).push(publication)
+      settled()
+    }
+    const timestamp = Math.floor(now / 1000)
+    for (const publication of publications) this.publishRaw(channel, publication, timestamp, confirmed)
   }
 
   /** Close every channel and the connection; never hangs (bounded waits). */

@@ -17,8 +17,8 @@ export interface Entry {
   readonly channel: amqp.Channel
   readonly generation: number
   state: "buffered" | "active" | "settled"
-  /** Returns the delivery to the queue when its lease runs out (set while active). */
-  leaseTimer?: ReturnType<typeof setTimeout> | undefined
+  /** When the lease runs out (epoch ms) and the delivery goes back to the queue; set while active. */
+  leaseDeadline: number
 }
 
 /** The result of a settle attempt. */
@@ -37,6 +37,10 @@ export class QueueConsumer {
   private prefetch = 0
   private buffer: Array<Entry> = []
   private readonly waiters = new Set<() => void>()
+  private wakeScheduled = false
+  /** One timer for every lease: armed for the earliest deadline (`leaseTimerAt`). */
+  private leaseTimer: ReturnType<typeof setTimeout> | undefined
+  private leaseTimerAt = Infinity
   private starting: Promise<void> | undefined
   private closed = false
   private restarting = false
@@ -54,6 +58,16 @@ export class QueueConsumer {
   /** The live channel, for diagnostics and tests. */
   get currentChannel(): amqp.Channel | undefined {
     return this.channel
+  }
+
+  /** Whether a consumer runs with a prefetch of at least `prefetch` (`ensure` would do nothing). */
+  isRunning(prefetch: number): boolean {
+    return (
+      this.channel !== undefined &&
+      this.starting === undefined &&
+      !this.closed &&
+      Math.min(maxPrefetch, Math.max(1, prefetch)) <= this.prefetch
+    )
   }
 
   /** Make sure a consumer runs with a prefetch of at least `prefetch`. */
@@ -127,7 +141,17 @@ export class QueueConsumer {
       }
       return
     }
-    this.buffer.push({ message, channel, generation, state: "buffered" })
+    this.buffer.push({ message, channel, generation, state: "buffered", leaseDeadline: Infinity })
+    // amqplib hands over every delivery of one socket read synchronously: wake the waiting takes
+    // once they all are buffered, so one take gets them all.
+    if (this.waiters.size > 0 && !this.wakeScheduled) {
+      this.wakeScheduled = true
+      queueMicrotask(this.wakeAll)
+    }
+  }
+
+  private readonly wakeAll = (): void => {
+    this.wakeScheduled = false
     for (const wake of [...this.waiters]) wake()
   }
 
@@ -180,14 +204,37 @@ export class QueueConsumer {
   /** (Re)start the lease of an active delivery. */
   lease(entry: Entry, ms: number): void {
     if (entry.state !== "active") return
-    if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
-    if (!Number.isFinite(ms)) return
-    entry.leaseTimer = setTimeout(() => this.expire(entry), Math.max(0, ms))
-    entry.leaseTimer.unref?.()
+    if (!Number.isFinite(ms)) {
+      entry.leaseDeadline = Infinity
+      return
+    }
+    const at = Date.now() + Math.max(0, ms)
+    entry.leaseDeadline = at
+    if (at < this.leaseTimerAt) this.armLeases(at)
+  }
+
+  private armLeases(at: number): void {
+    if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
+    this.leaseTimerAt = at
+    // setTimeout takes at most 2^31 - 1 ms; a later deadline is looked at again then
+    this.leaseTimer = setTimeout(this.sweepLeases, Math.min(2_147_483_647, Math.max(0, at - Date.now())))
+    this.leaseTimer.unref?.()
+  }
+
+  /** Return every delivery whose lease ran out; arm the timer for the next deadline. */
+  private readonly sweepLeases = (): void => {
+    this.leaseTimer = undefined
+    this.leaseTimerAt = Infinity
+    const now = Date.now()
+    let next = Infinity
+    for (const entry of this.active) {
+      if (entry.leaseDeadline <= now) this.expire(entry)
+      else if (entry.leaseDeadline < next) next = entry.leaseDeadline
+    }
+    if (next < Infinity && !this.closed) this.armLeases(next)
   }
 
   private expire(entry: Entry): void {
-    entry.leaseTimer = undefined
     if (!this.claim(entry)) return
     if (this.send(entry, (channel, message) => channel.nack(message, false, true)) === "sent") {
       this.client.options.log("debug", `lease of a delivery from ${this.queue} ran out: returned to the queue`)
@@ -209,8 +256,7 @@ export class QueueConsumer {
   claim(entry: Entry): boolean {
     if (entry.state === "settled") return false
     entry.state = "settled"
-    if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
-    entry.leaseTimer = undefined
+    entry.leaseDeadline = Infinity
     this.active.delete(entry)
     return true
   }
@@ -231,10 +277,9 @@ export class QueueConsumer {
     if (this.closed) return
     this.closed = true
     for (const wake of [...this.waiters]) wake()
-    for (const entry of this.active) {
-      if (entry.leaseTimer !== undefined) clearTimeout(entry.leaseTimer)
-      entry.leaseTimer = undefined
-    }
+    if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
+    this.leaseTimer = undefined
+    this.leaseTimerAt = Infinity
     const channel = this.channel
     this.channel = undefined
     if (channel === undefined) return
