@@ -15,7 +15,9 @@ export const make = async (url: string, timeout: number): Promise<Side & { reado
   const open = () => {
     if (current === undefined) {
       const opening = (async () => {
-        const connection = await amqp.connect(url)
+        // TCP_NODELAY, as the Errand adapter sets it: without it the raw side's publishes and acks
+        // meet Nagle's algorithm and delayed ACKs (tens of ms), which would flatter Errand
+        const connection = await amqp.connect(url, { noDelay: true })
         const forget = () => {
           if (current === opening) current = undefined
         }
