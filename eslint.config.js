@@ -3,7 +3,7 @@ import tseslint from "typescript-eslint"
 
 export default tseslint.config(
   {
-    ignores: ["**/dist/**", "**/node_modules/**", "**/.turbo/**", "**/coverage/**", ".tmp/**", "bench/results/**"]
+    ignores: ["**/dist/**", "**/node_modules/**", "**/.turbo/**", "**/coverage/**", "**/.tmp/**", "bench/results/**"]
   },
   js.configs.recommended,
   ...tseslint.configs.recommended,
