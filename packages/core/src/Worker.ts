@@ -18,7 +18,6 @@ import {
   Clock,
   Duration,
   Effect,
-  Exit,
   Fiber,
   FiberSet,
   Latch,
@@ -315,46 +314,63 @@ export const run = Effect.fnUntraced(function* <R>(
     return settle("retry", delivery, delivery.retry({ body, delay: Math.min(delay, hopLimit) }))
   }
 
+  type Restore = <A, E, R2>(effect: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2>
+  type Claim = { readonly key: string; readonly token: string }
+
+  /**
+   * Claim the job in the idempotency store (when there is one), then run it. Runs inside
+   * `processDelivery`'s uninterruptible region: only `restore`d steps can be interrupted.
+   */
   const runJob = (
+    restore: Restore,
     delivery: Delivery,
     envelope: Envelope.Envelope,
     h: Handler<R>,
     payload: unknown,
-    free: Effect.Effect<void>
+    free: () => void
+  ): Effect.Effect<void> => {
+    if (store === undefined) return runClaimed(restore, delivery, envelope, h, payload, free, undefined)
+    const s = store
+    const key = `errand:job:${queue}:${envelope.idempotencyKey ?? envelope.id}`
+    const later = () =>
+      settle("retry", delivery, delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) }))
+    return Effect.flatMap(Effect.exit(restore(s.claim(key, claimTtl))), (claimed) => {
+      if (claimed._tag === "Failure") {
+        // shutdown while claiming gives the job back; a store failure looks again later
+        if (Cause.hasInterruptsOnly(claimed.cause)) return settle("release", delivery, delivery.release)
+        return Effect.andThen(
+          Effect.logWarning("errand: idempotency store unavailable; retrying later", errorText(claimed.cause)),
+          later()
+        )
+      }
+      const state = claimed.value
+      if (state._tag === "done") return settle("ack", delivery, delivery.ack)
+      // another worker holds this job right now: look again later without counting an attempt
+      if (state._tag === "busy") return later()
+      return runClaimed(restore, delivery, envelope, h, payload, free, { key, token: state.token })
+    })
+  }
+
+  /**
+   * Run the handler and settle its outcome. Built from plain combinators rather than a generator:
+   * this runs once per job and is most of core's cost per job.
+   */
+  const runClaimed = (
+    restore: Restore,
+    delivery: Delivery,
+    envelope: Envelope.Envelope,
+    h: Handler<R>,
+    payload: unknown,
+    free: () => void,
+    claim: Claim | undefined
   ): Effect.Effect<void> =>
-    Effect.gen(function* () {
+    Effect.withFiber((fiber) => {
+      const clock = fiber.getRef(Clock.Clock)
       const metrics = Metrics.tagged(queue, envelope.job)
       const attempt = envelope.attempts + 1
-      let token: string | undefined
-      const idemKey = `errand:job:${queue}:${envelope.idempotencyKey ?? envelope.id}`
-      if (store) {
-        const claim = yield* Effect.result(store.claim(idemKey, claimTtl))
-        if (claim._tag === "Failure") {
-          yield* Effect.logWarning("errand: idempotency store unavailable; retrying later", claim.failure.message)
-          return yield* settle(
-            "retry",
-            delivery,
-            delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) })
-          )
-        }
-        if (claim.success._tag === "done") return yield* settle("ack", delivery, delivery.ack)
-        if (claim.success._tag === "busy") {
-          // another worker holds this job right now; look again later without counting an attempt
-          return yield* settle(
-            "retry",
-            delivery,
-            delivery.retry({ body: delivery.body, delay: Math.min(1000, hopLimit) })
-          )
-        }
-        token = claim.success.token
-      }
-      // one step for the clock and both metrics: this runs once per job
-      const start = yield* Effect.withFiber((fiber) => {
-        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-        metrics.started.updateUnsafe(1, fiber.context)
-        metrics.queueWait.updateUnsafe(Math.max(0, now - (envelope.notBefore ?? envelope.enqueuedAt)), fiber.context)
-        return Effect.succeed(now)
-      })
+      const start = clock.currentTimeMillisUnsafe()
+      metrics.started.updateUnsafe(1, fiber.context)
+      metrics.queueWait.updateUnsafe(Math.max(0, start - (envelope.notBefore ?? envelope.enqueuedAt)), fiber.context)
       const ctx: JobContext = {
         id: envelope.id,
         job: envelope.job,
@@ -385,64 +401,77 @@ export const run = Effect.fnUntraced(function* <R>(
           captureStackTrace: false
         })
       }
-      running.set(delivery, token !== undefined ? { key: idemKey, token } : undefined)
-      const releaseClaim = token !== undefined && store ? Effect.ignore(store.release(idemKey, token)) : Effect.void
-      const exit = yield* Effect.exit(handlerEffect).pipe(
-        Effect.onInterrupt(() => Effect.andThen(releaseClaim, settle("release", delivery, delivery.release))),
-        Effect.ensuring(Effect.sync(() => running.delete(delivery)))
-      )
-      // from here on the outcome is settled to its end: an interrupt (grace over) between a
-      // successful handler and its ack would run a finished job again
-      yield* Effect.uninterruptible(
-        Effect.gen(function* () {
-          // the handler is done: its slot goes to the next job while this one settles
-          yield* free
-          const end = yield* Effect.withFiber((fiber) => {
-            const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
-            metrics.processingTime.updateUnsafe(now - start, fiber.context)
-            return Effect.succeed(now)
-          })
-          if (Exit.isSuccess(exit)) {
-            if (token !== undefined && store) yield* Effect.ignore(store.complete(idemKey, token, doneTtl))
-            yield* settle("ack", delivery, delivery.ack)
-            yield* Metric.update(metrics.completed, 1)
-            return
-          }
-          yield* releaseClaim
-          yield* Metric.update(metrics.failed, 1)
-          const cause = exit.cause
-          if (Cause.hasInterruptsOnly(cause) && stopping) {
-            // shutdown cut the handler short (grace period over): give the job back, no attempt counted
-            return yield* settle("release", delivery, delivery.release)
-          }
-          const failure = Cause.findError(cause)
-          const error = failure._tag === "Success" ? failure.success : undefined
-          const text = errorText(cause)
-          if (error instanceof Unrecoverable) {
-            return yield* deadLetter(delivery, "unrecoverable", text, attempt, envelope.job)
-          }
-          if (attempt >= envelope.maxAttempts) {
-            return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
-          }
-          const delay =
-            error instanceof RetryAfter
-              ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
-              : yield* retryDelay(h.job.backoff, Math.min(attempt, Envelope.maxAttempts))
-          yield* Metric.update(metrics.retried, 1)
-          yield* retryLater(delivery, envelope, Math.min(delay, maxRetryDelay), end)
-        })
-      )
+      running.set(delivery, claim)
+      // Everything after the handler is settled to its end (this region is uninterruptible): an
+      // interrupt between a successful handler and its ack would run a finished job again.
+      return Effect.flatMap(Effect.exit(restore(handlerEffect)), (exit) => {
+        running.delete(delivery)
+        // the handler is done: its slot goes to the next job while this one settles
+        free()
+        const end = clock.currentTimeMillisUnsafe()
+        metrics.processingTime.updateUnsafe(end - start, fiber.context)
+        if (exit._tag === "Success") {
+          const ack = Effect.catch(delivery.ack, logSettleFailure("ack", delivery))
+          return Effect.map(
+            claim !== undefined && store !== undefined
+              ? Effect.andThen(Effect.ignore(store.complete(claim.key, claim.token, doneTtl)), ack)
+              : ack,
+            () => metrics.completed.updateUnsafe(1, fiber.context)
+          )
+        }
+        return settleFailure(delivery, envelope, h, exit.cause, attempt, end, metrics, claim)
+      })
     })
 
-  const processDelivery = (delivery: Delivery, free: Effect.Effect<void>): Effect.Effect<void> =>
+  /** A handler failed (or was cut short): release, retry with backoff, or dead-letter. */
+  const settleFailure = (
+    delivery: Delivery,
+    envelope: Envelope.Envelope,
+    h: Handler<R>,
+    cause: Cause.Cause<unknown>,
+    attempt: number,
+    end: number,
+    metrics: ReturnType<typeof Metrics.tagged>,
+    claim: Claim | undefined
+  ): Effect.Effect<void> =>
     Effect.gen(function* () {
+      if (claim !== undefined && store !== undefined) yield* Effect.ignore(store.release(claim.key, claim.token))
+      yield* Metric.update(metrics.failed, 1)
+      if (Cause.hasInterruptsOnly(cause) && stopping) {
+        // shutdown cut the handler short (grace period over): give the job back, no attempt counted
+        return yield* settle("release", delivery, delivery.release)
+      }
+      const failure = Cause.findError(cause)
+      const error = failure._tag === "Success" ? failure.success : undefined
+      const text = errorText(cause)
+      if (error instanceof Unrecoverable) {
+        return yield* deadLetter(delivery, "unrecoverable", text, attempt, envelope.job)
+      }
+      if (attempt >= envelope.maxAttempts) {
+        return yield* deadLetter(delivery, "exhausted", text, attempt, envelope.job)
+      }
+      const delay =
+        error instanceof RetryAfter
+          ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
+          : yield* retryDelay(h.job.backoff, Math.min(attempt, Envelope.maxAttempts))
+      yield* Metric.update(metrics.retried, 1)
+      yield* retryLater(delivery, envelope, Math.min(delay, maxRetryDelay), end)
+    })
+
+  /**
+   * One delivery, from its body to its settle. Uninterruptible except for the handler and the
+   * idempotency claim, so every delivery is settled exactly once: by its outcome, or released when
+   * shutdown interrupts it.
+   */
+  const processDelivery = (delivery: Delivery, free: () => void): Effect.Effect<void> =>
+    Effect.uninterruptibleMask((restore) => {
       const envelope = Envelope.parse(delivery.body, limit)
       if (envelope instanceof DecodeError) {
-        return yield* deadLetter(delivery, "undecodable", `${envelope.reason}: ${envelope.message}`, 0, "(undecodable)")
+        return deadLetter(delivery, "undecodable", `${envelope.reason}: ${envelope.message}`, 0, "(undecodable)")
       }
       const h = handlers.get(envelope.job)
       if (h === undefined) {
-        return yield* deadLetter(
+        return deadLetter(
           delivery,
           "undecodable",
           `UnknownJob: no handler for job ${JSON.stringify(envelope.job.slice(0, 200))} on queue "${queue}"`,
@@ -450,20 +479,9 @@ export const run = Effect.fnUntraced(function* <R>(
           "(unknown)"
         )
       }
-      if (envelope.notBefore !== undefined) {
-        const now = yield* Clock.currentTimeMillis
-        if (envelope.notBefore > now) {
-          // a delay longer than the broker's maximum: hop again with the remainder
-          return yield* settle(
-            "retry",
-            delivery,
-            delivery.retry({ body: delivery.body, delay: Math.min(envelope.notBefore - now, hopLimit) })
-          )
-        }
-      }
       const payload = decoders.get(envelope.job)!(envelope.payload)
       if (Result.isFailure(payload)) {
-        return yield* deadLetter(
+        return deadLetter(
           delivery,
           "undecodable",
           `InvalidPayload: ${String(payload.failure.message).slice(0, 1500)}`,
@@ -471,26 +489,35 @@ export const run = Effect.fnUntraced(function* <R>(
           envelope.job
         )
       }
-      return yield* runJob(delivery, envelope, h, payload.success, free)
+      const notBefore = envelope.notBefore
+      if (notBefore === undefined) return runJob(restore, delivery, envelope, h, payload.success, free)
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        notBefore > now
+          ? // a delay longer than the broker's maximum: hop again with the remainder
+            settle(
+              "retry",
+              delivery,
+              delivery.retry({ body: delivery.body, delay: Math.min(notBefore - now, hopLimit) })
+            )
+          : runJob(restore, delivery, envelope, h, payload.success, free)
+      )
     }).pipe(
       Effect.catchCause((cause) =>
         Cause.hasInterruptsOnly(cause)
-          ? Effect.failCause(cause)
+          ? Effect.interrupt
           : Effect.logError("errand: worker defect while settling; the broker will redeliver", cause)
-      ),
-      Effect.onInterrupt(() => settle("release", delivery, delivery.release)),
-      Effect.orDie
+      )
     )
 
   /** An idempotent "this delivery's slot is free" for one delivery. */
-  const slotFor = (): Effect.Effect<void> => {
+  const slotFor = (): (() => void) => {
     let freed = false
-    return Effect.suspend(() => {
-      if (freed) return Effect.void
+    return () => {
+      if (freed) return
       freed = true
       active--
-      return slotFreed.open
-    })
+      slotFreed.openUnsafe()
+    }
   }
 
   let takeFailures = 0
@@ -565,7 +592,10 @@ export const run = Effect.fnUntraced(function* <R>(
             active++
             const free = slotFor()
             return Effect.asVoid(
-              FiberSet.run(fibers, Effect.ensuring(Effect.interruptible(processDelivery(delivery, free)), free))
+              FiberSet.run(
+                fibers,
+                Effect.ensuring(Effect.interruptible(processDelivery(delivery, free)), Effect.sync(free))
+              )
             )
           },
           { discard: true }
