@@ -90,4 +90,37 @@ describe("observability", () => {
       Effect.provideService(Tracer.Tracer, tracer)
     )
   })
+  it.live("with no tracing backend installed, no span is made per job", () =>
+    Effect.gen(function* () {
+      // Effect's default tracer keeps spans in memory and never exports them, so core skips them
+      // (internal/tracing.ts); with a backend installed the handler runs in its `errand.process` span
+      const seen: Array<string | undefined> = []
+      const run = (tracer: Tracer.Tracer | undefined) =>
+        Effect.gen(function* () {
+          const queue = `nospan-${Date.now().toString(36)}-${seen.length}`
+          const job = Job.make("plain", { queue, payload: Payload })
+          let done = false
+          yield* Worker.run({
+            queue,
+            handlers: [
+              Worker.handler(job, () =>
+                Effect.map(Effect.option(Effect.currentSpan), (span) => {
+                  seen.push(span._tag === "Some" ? span.value.name : undefined)
+                  done = true
+                })
+              )
+            ]
+          })
+          yield* Producer.enqueue(job, { ok: true }).pipe(Effect.withSpan("http.request"))
+          yield* waitFor(() => done)
+        }).pipe(
+          Effect.scoped,
+          Effect.provide(Producer.layer.pipe(Layer.provideMerge(MemoryBroker.layer()))),
+          tracer === undefined ? (self) => self : Effect.provideService(Tracer.Tracer, tracer)
+        )
+      yield* run(undefined)
+      yield* run(Tracer.make({ span: (options) => new Tracer.NativeSpan(options) }))
+      expect(seen).toEqual([undefined, "errand.process plain"])
+    })
+  )
 })
