@@ -522,48 +522,38 @@ export const run = Effect.fnUntraced(function* <R>(
 
   let takeFailures = 0
   let inHand: ReadonlyArray<Delivery> = []
+  // Handler fibers start in the caller's context (so `R` is in scope) and join the worker's set.
+  const start = yield* FiberSet.runtime(fibers)<R>()
 
-  const loop: Effect.Effect<void> = Effect.gen(function* () {
-    while (!stopping) {
-      if (active >= concurrency) {
-        yield* slotFreed.close
-        if (active >= concurrency) yield* slotFreed.await
-        continue
+  /**
+   * Start a fiber per delivery, in one synchronous step: each delivery is either started or, once
+   * shutdown has begun, released. Nothing can interleave with it, so nothing is lost in between.
+   */
+  const handOff = (deliveries: ReadonlyArray<Delivery>): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      let left: Array<Delivery> | undefined
+      for (const delivery of deliveries) {
+        if (stopping) {
+          ;(left ??= []).push(delivery)
+          continue
+        }
+        active++
+        const free = slotFor()
+        start(Effect.ensuring(processDelivery(delivery, free), Effect.sync(free)))
       }
-      const limited = limiter !== undefined && rate !== undefined
-      const max = limited ? 1 : concurrency - active
-      const takeStarted = yield* Clock.currentTimeMillis
-      // what a take returned is "in hand" until handed to a fiber; shutdown releases what is left
-      const taken = yield* Effect.uninterruptibleMask((restore) =>
-        Effect.tap(Effect.result(restore(broker.take(queue, { max, lease, wait: pollWait }))), (result) =>
-          Effect.sync(() => {
-            if (result._tag === "Success") inHand = result.success
-          })
-        )
-      )
-      if (taken._tag === "Failure") {
-        takeFailures++
-        const wait = Math.min(5000, 100 * 2 ** Math.min(takeFailures, 6))
-        yield* Effect.logWarning(
-          `errand: take from "${queue}" failed (${taken.failure.reason}); retrying in ${wait} ms`,
-          taken.failure.message
-        )
-        yield* Effect.sleep(wait)
-        continue
-      }
-      takeFailures = 0
-      if (taken.success.length === 0) {
-        // An empty answer well before `wait` (a closed or non-blocking broker) must not turn this
-        // loop into a busy spin: sit out part of the poll.
-        const elapsed = (yield* Clock.currentTimeMillis) - takeStarted
-        const floor = Math.max(5, Math.min(pollWait, 1000) / 2)
-        if (elapsed < floor) yield* Effect.sleep(floor - elapsed)
-        continue
-      }
-      if (limited && taken.success.length > 0) {
-        // the token is spent only on a real start (an empty take costs none); shutdown while
-        // waiting for it gives the delivery back
-        yield* limiter
+      inHand = []
+      return left === undefined
+        ? Effect.void
+        : Effect.forEach(left, (delivery) => settle("release", delivery, delivery.release), { discard: true })
+    })
+
+  const limited = limiter !== undefined && rate !== undefined
+  // the token is spent only on a real start (an empty take costs none); shutdown while waiting for
+  // it releases what is in hand
+  const awaitToken: Effect.Effect<void> =
+    limiter === undefined || rate === undefined
+      ? Effect.void
+      : limiter
           .consume({
             algorithm: "fixed-window",
             onExceeded: "delay",
@@ -575,34 +565,54 @@ export const run = Effect.fnUntraced(function* <R>(
             Effect.flatMap((consumed) =>
               Duration.toMillis(consumed.delay) > 0 ? Effect.sleep(consumed.delay) : Effect.void
             ),
-            Effect.catch((error) => Effect.logWarning("errand: rate limiter unavailable; starting anyway", error)),
-            Effect.onInterrupt(() =>
-              Effect.forEach(taken.success, (delivery) => settle("release", delivery, delivery.release), {
-                discard: true
-              })
-            )
+            Effect.catch((error) => Effect.logWarning("errand: rate limiter unavailable; starting anyway", error))
           )
-      }
-      // handing deliveries to fibers must not be cut short by shutdown: each is either started or released
-      yield* Effect.uninterruptible(
-        Effect.forEach(
-          taken.success,
-          (delivery) => {
-            if (stopping) return settle("release", delivery, delivery.release)
-            active++
-            const free = slotFor()
-            return Effect.asVoid(
-              FiberSet.run(
-                fibers,
-                Effect.ensuring(Effect.interruptible(processDelivery(delivery, free)), Effect.sync(free))
-              )
-            )
-          },
-          { discard: true }
-        ).pipe(Effect.ensuring(Effect.sync(() => (inHand = []))))
-      )
+
+  /** One round of the loop: wait for a free slot, or take deliveries and start them. */
+  const round: Effect.Effect<void> = Effect.suspend(() => {
+    if (active >= concurrency) {
+      slotFreed.closeUnsafe()
+      return active >= concurrency ? slotFreed.await : Effect.void
     }
+    const max = limited ? 1 : concurrency - active
+    return Effect.flatMap(Clock.currentTimeMillis, (takeStarted) =>
+      Effect.flatMap(
+        // what a take returned is "in hand" until handed to a fiber; shutdown releases what is left
+        Effect.uninterruptibleMask((restore) =>
+          Effect.map(Effect.result(restore(broker.take(queue, { max, lease, wait: pollWait }))), (result) => {
+            if (result._tag === "Success") inHand = result.success
+            return result
+          })
+        ),
+        (taken) => {
+          if (taken._tag === "Failure") {
+            takeFailures++
+            const wait = Math.min(5000, 100 * 2 ** Math.min(takeFailures, 6))
+            return Effect.andThen(
+              Effect.logWarning(
+                `errand: take from "${queue}" failed (${taken.failure.reason}); retrying in ${wait} ms`,
+                taken.failure.message
+              ),
+              Effect.sleep(wait)
+            )
+          }
+          takeFailures = 0
+          const deliveries = taken.success
+          if (deliveries.length === 0) {
+            // An empty answer well before `wait` (a closed or non-blocking broker) must not turn
+            // this loop into a busy spin: sit out part of the poll.
+            return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+              const floor = Math.max(5, Math.min(pollWait, 1000) / 2)
+              return now - takeStarted < floor ? Effect.sleep(floor - (now - takeStarted)) : Effect.void
+            })
+          }
+          return limited ? Effect.andThen(awaitToken, handOff(deliveries)) : handOff(deliveries)
+        }
+      )
+    )
   })
+
+  const loop: Effect.Effect<void> = Effect.suspend(() => (stopping ? Effect.void : Effect.andThen(round, loop)))
 
   // Detached, not a child: the fiber that called `run` (a layer's builder, say) may end long
   // before the worker's scope closes, and a child would be interrupted with it. Shutdown
