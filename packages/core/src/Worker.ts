@@ -210,8 +210,16 @@ export const run = Effect.fnUntraced(function* <R>(
   // in this fiber's context, so one look is enough.
   const tracing =
     (yield* Effect.withFiber((fiber) => Effect.succeed(fiber.getRef(Tracer.Tracer)))) !== Tracer.nativeTracer
-  const handlers = new Map<string, Handler<R>>()
-  const decoders = new Map<string, (input: unknown) => Result.Result<unknown, Schema.SchemaError>>()
+  // per job name: its handler, payload decoder and tagged metrics, looked up once per delivery
+  const handlers = new Map<
+    string,
+    {
+      readonly run: Handler<R>["run"]
+      readonly backoff: Job.Any["backoff"]
+      readonly decode: (input: unknown) => Result.Result<unknown, Schema.SchemaError>
+      readonly metrics: ReturnType<typeof Metrics.tagged>
+    }
+  >()
   for (const h of options.handlers) {
     if (h.job.queue !== queue)
       return yield* validate.fail("handlers", `job "${h.job.name}" belongs to queue "${h.job.queue}", not "${queue}"`)
@@ -219,8 +227,12 @@ export const run = Effect.fnUntraced(function* <R>(
     yield* validate.integer(`${h.job.name}.attempts`, h.job.attempts, 1, 1, 1000)
     yield* validate.integer(`${h.job.name}.priority`, h.job.priority, 0, 0, 9)
     if (h.job.timeout !== undefined) yield* validate.duration(`${h.job.name}.timeout`, h.job.timeout, 0)
-    handlers.set(h.job.name, h)
-    decoders.set(h.job.name, Schema.decodeUnknownResult(h.job.payload))
+    handlers.set(h.job.name, {
+      run: h.run,
+      backoff: h.job.backoff,
+      decode: Schema.decodeUnknownResult(h.job.payload),
+      metrics: Metrics.tagged(queue, h.job.name)
+    })
   }
   let store: IdempotencyStoreShape | undefined
   if (options.idempotency) {
@@ -314,6 +326,7 @@ export const run = Effect.fnUntraced(function* <R>(
     return settle("retry", delivery, delivery.retry({ body, delay: Math.min(delay, hopLimit) }))
   }
 
+  type Registered = typeof handlers extends Map<string, infer V> ? V : never
   type Restore = <A, E, R2>(effect: Effect.Effect<A, E, R2>) => Effect.Effect<A, E, R2>
   type Claim = { readonly key: string; readonly token: string }
 
@@ -325,7 +338,7 @@ export const run = Effect.fnUntraced(function* <R>(
     restore: Restore,
     delivery: Delivery,
     envelope: Envelope.Envelope,
-    h: Handler<R>,
+    h: Registered,
     payload: unknown,
     free: () => void
   ): Effect.Effect<void> => {
@@ -359,14 +372,14 @@ export const run = Effect.fnUntraced(function* <R>(
     restore: Restore,
     delivery: Delivery,
     envelope: Envelope.Envelope,
-    h: Handler<R>,
+    h: Registered,
     payload: unknown,
     free: () => void,
     claim: Claim | undefined
   ): Effect.Effect<void> =>
     Effect.withFiber((fiber) => {
       const clock = fiber.getRef(Clock.Clock)
-      const metrics = Metrics.tagged(queue, envelope.job)
+      const metrics = h.metrics
       const attempt = envelope.attempts + 1
       const start = clock.currentTimeMillisUnsafe()
       metrics.started.updateUnsafe(1, fiber.context)
@@ -427,7 +440,7 @@ export const run = Effect.fnUntraced(function* <R>(
   const settleFailure = (
     delivery: Delivery,
     envelope: Envelope.Envelope,
-    h: Handler<R>,
+    h: Registered,
     cause: Cause.Cause<unknown>,
     attempt: number,
     end: number,
@@ -453,7 +466,7 @@ export const run = Effect.fnUntraced(function* <R>(
       const delay =
         error instanceof RetryAfter
           ? Math.max(0, Number.isFinite(error.delay) ? error.delay : 0)
-          : yield* retryDelay(h.job.backoff, Math.min(attempt, Envelope.maxAttempts))
+          : yield* retryDelay(h.backoff, Math.min(attempt, Envelope.maxAttempts))
       yield* Metric.update(metrics.retried, 1)
       yield* retryLater(delivery, envelope, Math.min(delay, maxRetryDelay), end)
     })
@@ -479,7 +492,7 @@ export const run = Effect.fnUntraced(function* <R>(
           "(unknown)"
         )
       }
-      const payload = decoders.get(envelope.job)!(envelope.payload)
+      const payload = h.decode(envelope.payload)
       if (Result.isFailure(payload)) {
         return deadLetter(
           delivery,
