@@ -218,7 +218,7 @@ const benchAdapter = async (adapter: AdapterName, opened: Opened, settings: Sett
       ["raw", opened.raw]
     ] as const) {
       await onFreshQueue(adapter, side, "warmup", target, settings, async (queue) => {
-        await target.enqueueSequential(queue, Math.min(100, s.warmup))
+        await target.enqueueSequential(queue, s.warmup)
         await target.endToEnd(queue, s.warmup, 50, s.endToEndChunk)
       }).catch((error) => log(`  warm-up (${side}) failed: ${reasonOf(error)}`))
     }
