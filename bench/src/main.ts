@@ -218,8 +218,11 @@ const benchAdapter = async (adapter: AdapterName, opened: Opened, settings: Sett
       ["raw", opened.raw]
     ] as const) {
       await onFreshQueue(adapter, side, "warmup", target, settings, async (queue) => {
+        // every path the scenarios take, so no side is timed while the JIT is still compiling it
         await target.enqueueSequential(queue, s.warmup)
-        await target.endToEnd(queue, s.warmup, 50, s.endToEndChunk)
+        await target.enqueueConcurrent(queue, s.warmup)
+        await target.work(queue, s.warmup * 2, 1)
+        await target.endToEnd(queue, s.warmup * 2, 100, s.endToEndChunk)
       }).catch((error) => log(`  warm-up (${side}) failed: ${reasonOf(error)}`))
     }
 
