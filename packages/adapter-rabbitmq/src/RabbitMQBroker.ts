@@ -149,10 +149,6 @@ export const validateQueueName =
     return undefined
   }
 
-type Settle = (channel: amqp.Channel, message: amqp.ConsumeMessage) => void
-const ackMessage: Settle = (channel, message) => channel.ack(message)
-const requeueMessage: Settle = (channel, message) => channel.nack(message, false, true)
-
 /**
  * What the adapter's own tag offers: the broker contract plus diagnostics.
  *
@@ -231,15 +227,15 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     Effect.tryPromise({ try: run, catch: toBrokerError(operation, endpoint) })
 
   const publicationOf = (queue: string, message: Broker.OutgoingMessage): Publication => {
-    const properties = {
+    const routingKey = message.delay > 0 ? Topology.delayRoutingKey(settings, message.delay) : undefined
+    return {
+      exchange: routingKey === undefined ? "" : Topology.delayExchange(queue, settings),
+      routingKey: routingKey ?? queue,
+      body: message.body,
       messageId: message.id,
       priority: message.priority,
       headers: message.group !== undefined ? { [DeadLetters.headers.group]: message.group } : undefined
     }
-    const content = Buffer.from(message.body, "utf8")
-    const routingKey = message.delay > 0 ? Topology.delayRoutingKey(settings, message.delay) : undefined
-    if (routingKey === undefined) return { exchange: "", routingKey: queue, content, properties }
-    return { exchange: Topology.delayExchange(queue, settings), routingKey, content, properties }
   }
 
   const publishMessage = (queue: string, message: Broker.OutgoingMessage): Promise<void> =>
@@ -266,10 +262,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     const priority = typeof message.properties.priority === "number" ? message.properties.priority : 0
     const group = table[DeadLetters.headers.group]
 
-    const settle = (operation: string, action: Settle) =>
+    const settle = (operation: "ack" | "release") =>
       Effect.sync(() => {
         if (!consumer.claim(entry)) return
-        if (consumer.send(entry, action) === "stale") {
+        if (consumer.settle(entry, operation === "ack" ? "ack" : "requeue") === "stale") {
           log("debug", `${operation} of ${id} dropped: its channel is gone and the broker redelivers it`)
         }
       })
@@ -280,8 +276,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       Effect.suspend(() => {
         if (!consumer.claim(entry)) return Effect.void
         return attempt(operation, publish).pipe(
-          Effect.tap(() => Effect.sync(() => consumer.send(entry, ackMessage))),
-          Effect.tapError(() => Effect.sync(() => consumer.send(entry, requeueMessage)))
+          Effect.tap(() => Effect.sync(() => consumer.settle(entry, "ack"))),
+          Effect.tapError(() => Effect.sync(() => consumer.settle(entry, "requeue")))
         )
       })
 
@@ -289,8 +285,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       id,
       body: message.content.toString("utf8"),
       receiveCount,
-      ack: settle("ack", ackMessage),
-      release: settle("release", requeueMessage),
+      ack: settle("ack"),
+      release: settle("release"),
       retry: ({ body, delay }) =>
         replace("retry", () =>
           publishMessage(queue, {
@@ -306,8 +302,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           client.publish({
             exchange: "",
             routingKey: Topology.deadLetterQueue(queue),
-            content: Buffer.from(record.body, "utf8"),
-            properties: { messageId: id, priority: 0, headers: DeadLetters.recordHeaders(record, group) }
+            body: record.body,
+            messageId: id,
+            priority: 0,
+            headers: DeadLetters.recordHeaders(record, group)
           })
         ),
       extendLease: (ms) => (resolved.leaseExtension ? Effect.sync(() => consumer.lease(entry, ms)) : Effect.void)

@@ -43,6 +43,44 @@ describe.each(["classic", "quorum"] as const)("channel errors (%s)", (queueType)
   )
 })
 
+describe("publisher channel", () => {
+  it.live("a publish that fails on a channel which can no longer publish drops it: the retry opens a fresh one", () =>
+    Effect.gen(function* () {
+      const broker = yield* RabbitMQBroker.make({ url, sendTimeout: 3000 })
+      const queue = uniqueQueue("pubchan")
+      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
+      yield* broker.send(queue, [message("before")])
+      // The consumer's channel leads to amqplib's connection, and from there to the one confirm
+      // channel of this broker: its publisher.
+      expect(yield* takeAtLeast(broker, queue, 1)).toHaveLength(1)
+      const connection = (broker.unsafeConsumer(queue)!.channel as unknown as { connection: AmqpConnection }).connection
+      const publishers = connection.channels.flatMap((entry) =>
+        entry !== null && typeof entry.channel.waitForConfirms === "function" ? [entry.channel] : []
+      )
+      expect(publishers).toHaveLength(1)
+      // Put it in amqplib's closing state, as while a close awaits the server's CloseOk: every
+      // publish throws, and its "close" event has not come (here it never comes).
+      publishers[0]!.toClosing(new Error("test"))
+      expect(() => publishers[0]!.sendMessage({}, {}, Buffer.alloc(0))).toThrow(/closing/u)
+      // The send must not retry on that channel until its deadline: it opens a new one.
+      yield* broker.send(queue, [message("after")])
+      const [after] = yield* takeAtLeast(broker, queue, 1)
+      expect(after?.id).toBe("after")
+    }).pipe(Effect.scoped)
+  )
+})
+
+/** The parts of amqplib's connection this test reaches into. */
+interface AmqpConnection {
+  readonly channels: ReadonlyArray<{
+    readonly channel: {
+      readonly waitForConfirms?: unknown
+      toClosing(stack: Error): void
+      sendMessage(fields: object, properties: object, content: Buffer): void
+    }
+  } | null>
+}
+
 describe("prefetch", () => {
   it.live("follows take's max: the broker keeps the rest ready", () =>
     Effect.gen(function* () {

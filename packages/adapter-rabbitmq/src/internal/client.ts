@@ -10,6 +10,7 @@
  */
 import * as amqp from "amqplib"
 import { AdapterFailure, isConnectionFailure } from "./errors.js"
+import { FrameWriter } from "./frames.js"
 import * as Topology from "./topology.js"
 
 /** What the client needs to know. */
@@ -26,24 +27,24 @@ export interface ClientOptions {
   readonly log: (level: "debug" | "warning", message: string) => void
 }
 
-/** Properties of one published message. */
-export interface PublishProperties {
+/** One published message: persistent, JSON, mandatory. */
+export interface Publication {
+  readonly exchange: string
+  readonly routingKey: string
+  /** The body, sent as UTF-8. */
+  readonly body: string
   readonly messageId: string
+  /** 0 sends no priority property (the queue reads it as 0). */
   readonly priority: number
   /** Omitted (no header table to encode and decode) when there are none. */
   readonly headers?: Record<string, unknown> | undefined
 }
 
-/** One message of a batch publish. */
-export interface Publication {
-  readonly exchange: string
-  readonly routingKey: string
-  readonly content: Buffer
-  readonly properties: PublishProperties
-}
-
-// Each publish carries a unique id in `correlationId` (a plain short string, much cheaper to
-// encode and decode than a header table) so that a `basic.return` names the publish it belongs to.
+// A `basic.return` is matched to its publish by exchange, routing key and message id (RabbitMQ
+// sends it before the publish's confirm). Two publishes in flight with the same three would go to
+// the same queues, so they are returned alike and telling them apart does not matter.
+const returnKey = (exchange: string, routingKey: string, messageId: unknown): string =>
+  `${exchange}\u0000${routingKey}\u0000${String(messageId)}`
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -113,8 +114,10 @@ export class Client {
   private readonly declared = new Set<string>()
   /** The publisher channel once it is open, until it closes: lets a publish skip the promise. */
   private openPublisher: amqp.ConfirmChannel | undefined
-  private publishSequence = 0
-  private readonly returned = new Set<string>()
+  /** Direct publishes to a confirm channel (undefined: through amqplib's `publish`). */
+  private readonly writers = new WeakMap<amqp.ConfirmChannel, FrameWriter | undefined>()
+  /** Returned publishes by `returnKey` (counts), per channel, until their confirm arrives. */
+  private readonly returned = new WeakMap<amqp.Channel, Map<string, number>>()
   private readonly channels = new Set<amqp.Channel>()
   /** Why the server closed a channel (a channel-level error), if it did. */
   private readonly channelErrors = new WeakMap<amqp.Channel, Error>()
@@ -213,9 +216,12 @@ export class Client {
         }
       ).then((channel) => {
         this.track(channel)
+        const returned = new Map<string, number>()
+        this.returned.set(channel, returned)
+        this.writers.set(channel, FrameWriter.of(channel))
         channel.on("return", (message: amqp.Message) => {
-          const id: unknown = message.properties.correlationId
-          if (typeof id === "string") this.returned.add(id)
+          const key = returnKey(message.fields.exchange, message.fields.routingKey, message.properties.messageId)
+          returned.set(key, (returned.get(key) ?? 0) + 1)
         })
         channel.on("close", () => {
           if (this.publisher === created) this.publisher = undefined
@@ -320,81 +326,99 @@ export class Client {
     }
   }
 
+  /** Whether a `basic.return` came for `publication` on `channel` (consumed if so). */
+  private takeReturn(channel: amqp.Channel, publication: Publication): boolean {
+    const returned = this.returned.get(channel)
+    if (returned === undefined || returned.size === 0) return false
+    const key = returnKey(publication.exchange, publication.routingKey, publication.messageId)
+    const count = returned.get(key)
+    if (count === undefined) return false
+    if (count > 1) returned.set(key, count - 1)
+    else returned.delete(key)
+    return true
+  }
+
   /**
-   * Publish one message on `channel`, mandatory; `done` runs once, with `undefined` when the
-   * broker confirmed it and routed it, else with the failure.
+   * The outcome of publishing `publication` on `channel`: `undefined` when the broker confirmed it
+   * and routed it, else the failure. `thrown`: amqplib threw before sending it.
+   */
+  private outcome(channel: amqp.ConfirmChannel, publication: Publication, error: unknown, thrown: boolean) {
+    // RabbitMQ sends basic.return before the basic.ack of the same message.
+    const wasReturned = this.takeReturn(channel, publication)
+    if (error !== null && error !== undefined) {
+      const message = error instanceof Error ? error.message : String(error)
+      const nacked = /nack/iu.test(message)
+      // Anything but a nack means the channel is closing: forget it now, since the caller may
+      // publish again (synchronously) before its "close" event reaches the listener above.
+      if (!nacked && this.openPublisher === channel && (!thrown || isConnectionFailure(error))) {
+        this.openPublisher = undefined
+        this.publisher = undefined
+      }
+      // thrown by amqplib itself (a closed channel, an unencodable message): as it is
+      if (thrown) return error instanceof Error ? error : new Error(message)
+      // The server closed the channel because of a message (too large, missing exchange):
+      // report that, not a retryable connection loss.
+      const closedBy = this.channelErrors.get(channel)
+      if (closedBy !== undefined) return closedBy
+      return nacked
+        ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
+        : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`)
+    }
+    if (wasReturned) {
+      return new AdapterFailure(
+        "Unroutable",
+        `the message was returned unroutable (exchange ${JSON.stringify(publication.exchange)}, routing key ${JSON.stringify(
+          publication.routingKey
+        )})`
+      )
+    }
+    return undefined
+  }
+
+  /**
+   * Publish `publications` on `channel`, mandatory, in order; `done` runs once per message, with
+   * `undefined` when the broker confirmed it and routed it, else with the failure.
    */
   private publishRaw(
     channel: amqp.ConfirmChannel,
-    publication: Publication,
-    timestamp: number,
+    publications: ReadonlyArray<Publication>,
     done: (error: Error | undefined, publication: Publication) => void
   ): void {
-    const id = `${this.connectionGeneration}.${++this.publishSequence}`
-    const { content, exchange, properties, routingKey } = publication
-    let called = false
-    const finish = (error: unknown, thrown: boolean): void => {
-      if (called) return
-      called = true
-      // RabbitMQ sends basic.return before the basic.ack of the same message.
-      const wasReturned = this.returned.delete(id)
-      if (error !== null && error !== undefined) {
-        const message = error instanceof Error ? error.message : String(error)
-        const nacked = /nack/iu.test(message)
-        // Anything but a nack means the channel is closing: forget it now, since the caller may
-        // publish again (synchronously) before its "close" event reaches the listener above.
-        if (!nacked && this.openPublisher === channel && (!thrown || isConnectionFailure(error))) {
-          this.openPublisher = undefined
-          this.publisher = undefined
-        }
-        // thrown by amqplib itself (a closed channel, an unencodable message): as it is
-        if (thrown) return done(error instanceof Error ? error : new Error(message), publication)
-        // The server closed the channel because of a message (too large, missing exchange):
-        // report that, not a retryable connection loss.
-        const closedBy = this.channelErrors.get(channel)
-        if (closedBy !== undefined) return done(closedBy, publication)
-        return done(
-          nacked
-            ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
-            : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`),
-          publication
-        )
+    const writer = this.writers.get(channel)
+    const direct = writer !== undefined && writer.open
+    for (const publication of publications) {
+      let called = false
+      const confirmed = (error: unknown): void => {
+        if (called) return
+        called = true
+        done(this.outcome(channel, publication, error, false), publication)
       }
-      if (wasReturned) {
-        return done(
-          new AdapterFailure(
-            "Unroutable",
-            `the message was returned unroutable (exchange ${JSON.stringify(exchange)}, routing key ${JSON.stringify(
-              routingKey
-            )})`
-          ),
-          publication
-        )
+      if (direct && publication.headers === undefined && writer.add(publication, confirmed)) continue
+      // frames encoded directly go first: the confirm window follows the order on the wire
+      if (direct) writer.flush()
+      const options: amqp.Options.Publish = {
+        mandatory: true,
+        persistent: true,
+        contentType: "application/json",
+        messageId: publication.messageId,
+        headers: publication.headers
       }
-      done(undefined, publication)
+      if (publication.priority > 0) options.priority = publication.priority
+      try {
+        channel.publish(
+          publication.exchange,
+          publication.routingKey,
+          Buffer.from(publication.body, "utf8"),
+          options,
+          confirmed
+        )
+      } catch (error) {
+        // a closed channel (or an unencodable message) throws before it registers the callback
+        called = true
+        done(this.outcome(channel, publication, error, true), publication)
+      }
     }
-    const callback = (error: unknown): void => finish(error, false)
-    try {
-      channel.publish(
-        exchange,
-        routingKey,
-        content,
-        {
-          mandatory: true,
-          persistent: true,
-          contentType: "application/json",
-          messageId: properties.messageId,
-          priority: properties.priority,
-          timestamp,
-          correlationId: id,
-          headers: properties.headers
-        },
-        callback
-      )
-    } catch (error) {
-      // a closed channel (or an unencodable message) throws before it registers the callback
-      finish(error, true)
-    }
+    if (direct) writer.flush()
   }
 
   private timedOut = (): Error =>
@@ -404,9 +428,7 @@ export class Client {
   private publishOn(channel: amqp.ConfirmChannel, publication: Publication, timeout: number): Promise<void> {
     return withTimeout(
       new Promise<void>((resolve, reject) => {
-        this.publishRaw(channel, publication, Math.floor(Date.now() / 1000), (error) =>
-          error === undefined ? resolve() : reject(error)
-        )
+        this.publishRaw(channel, [publication], (error) => (error === undefined ? resolve() : reject(error)))
       }),
       timeout,
       this.timedOut
@@ -444,24 +466,40 @@ export class Client {
   /**
    * `publish` for many messages at once; resolves once the broker confirmed every one, fails with
    * the first failure that a retry cannot fix. With the publisher channel open, every message
-   * goes out at once under one deadline timer; a message whose channel was lost is published
-   * again (`publish`) within the same `sendTimeout`.
+   * goes out at once under one deadline timer (once the channel is open); a message
+   * whose channel was lost is published again (`publish`) within the same `sendTimeout`.
    */
-  publishAll(publications: ReadonlyArray<Publication>, done: (error: unknown) => void): void {
-    const now = Date.now()
-    const deadline = now + this.options.sendTimeout
+  publishAll(
+    publications: ReadonlyArray<Publication>,
+    done: (error: unknown) => void,
+    deadline = Date.now() + this.options.sendTimeout
+  ): void {
     const publishEach = (list: ReadonlyArray<Publication>) =>
       Promise.all(list.map((publication) => this.publish(publication, deadline))).then(() => done(undefined), done)
     const channel = this.openPublisher
-    if (channel === undefined || this.closed) return void publishEach(publications)
+    if (channel === undefined || this.closed) {
+      if (this.closed) return void publishEach(publications)
+      // open the channel (or wait for the one being opened), then publish the batch at once;
+      // `publish` retries one by one if that fails
+      return void withTimeout(this.publisherChannel(), Math.max(1, deadline - Date.now()), this.notConnected).then(
+        () =>
+          this.openPublisher !== undefined && Date.now() < deadline
+            ? this.publishAll(publications, done, deadline)
+            : publishEach(publications),
+        () => publishEach(publications)
+      )
+    }
     let pending = publications.length
     let finished = false
     let retry: Array<Publication> | undefined
     let lost: Error | undefined
-    const timer = setTimeout(() => {
-      finished = true
-      done(this.timedOut())
-    }, this.options.sendTimeout)
+    const timer = setTimeout(
+      () => {
+        finished = true
+        done(this.timedOut())
+      },
+      Math.max(1, deadline - Date.now())
+    )
     const settled = () => {
       if (--pending > 0 || finished) return
       finished = true
@@ -484,8 +522,7 @@ export class Client {
       ;(retry ??= []).push(publication)
       settled()
     }
-    const timestamp = Math.floor(now / 1000)
-    for (const publication of publications) this.publishRaw(channel, publication, timestamp, confirmed)
+    this.publishRaw(channel, publications, confirmed)
   }
 
   /** Close every channel and the connection; never hangs (bounded waits). */

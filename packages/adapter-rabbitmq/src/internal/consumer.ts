@@ -6,6 +6,11 @@
  * broker already requeued the message, and sending the stale delivery tag on the new channel would
  * make RabbitMQ close that channel too (PRECONDITION_FAILED, unknown delivery tag) and redeliver
  * everything it holds.
+ *
+ * Acks are coalesced: the acks of one synchronous run go out together at its end, as one
+ * `basic.ack` with `multiple` for those below the oldest delivery still unsettled on the channel,
+ * and one each for the rest. `multiple` never covers a delivery that was not acked: the consumer
+ * knows every delivery of its channel that has no settle sent yet.
  */
 import type * as amqp from "amqplib"
 import type { Client } from "./client.js"
@@ -19,6 +24,8 @@ export interface Entry {
   state: "buffered" | "active" | "settled"
   /** When the lease runs out (epoch ms) and the delivery goes back to the queue; set while active. */
   leaseDeadline: number
+  /** Whether its ack or nack went to the channel (or was dropped as stale). */
+  sent: boolean
 }
 
 /** The result of a settle attempt. */
@@ -44,6 +51,15 @@ export class QueueConsumer {
   private starting: Promise<void> | undefined
   private closed = false
   private restarting = false
+  /**
+   * The live channel's deliveries in delivery-tag order, from the oldest one without a settle sent
+   * (`unsentHead`) on; `unsentCount` of them have none. Tells how far an ack may use `multiple`.
+   */
+  private unsent: Array<Entry> = []
+  private unsentHead = 0
+  private unsentCount = 0
+  /** Acks waiting for the end of the current synchronous run. */
+  private pendingAcks: Array<Entry> = []
 
   constructor(
     private readonly client: Client,
@@ -88,6 +104,9 @@ export class QueueConsumer {
   private async start(prefetch: number): Promise<void> {
     const channel = await this.client.channel()
     const generation = ++this.generation
+    this.unsent = []
+    this.unsentHead = 0
+    this.unsentCount = 0
     channel.on("close", () => this.onChannelClosed(channel, generation))
     try {
       await this.client.ensureTopology(this.queue)
@@ -141,7 +160,10 @@ export class QueueConsumer {
       }
       return
     }
-    this.buffer.push({ message, channel, generation, state: "buffered", leaseDeadline: Infinity })
+    const entry: Entry = { message, channel, generation, state: "buffered", leaseDeadline: Infinity, sent: false }
+    this.buffer.push(entry)
+    this.unsent.push(entry)
+    this.unsentCount++
     // amqplib hands over every delivery of one socket read synchronously: wake the waiting takes
     // once they all are buffered, so one take gets them all.
     if (this.waiters.size > 0 && !this.wakeScheduled) {
@@ -236,7 +258,7 @@ export class QueueConsumer {
 
   private expire(entry: Entry): void {
     if (!this.claim(entry)) return
-    if (this.send(entry, (channel, message) => channel.nack(message, false, true)) === "sent") {
+    if (this.settle(entry, "requeue") === "sent") {
       this.client.options.log("debug", `lease of a delivery from ${this.queue} ran out: returned to the queue`)
     }
   }
@@ -261,20 +283,91 @@ export class QueueConsumer {
     return true
   }
 
-  /** Run `action` on the entry's channel if it is still live; else drop it locally. */
-  send(entry: Entry, action: (channel: amqp.Channel, message: amqp.ConsumeMessage) => void): SettleResult {
+  /**
+   * Ack (at the end of the current synchronous run, coalesced) or requeue (now) a claimed entry on
+   * its channel if that is still live; else drop it locally.
+   */
+  settle(entry: Entry, outcome: "ack" | "requeue"): SettleResult {
+    if (entry.sent) return "already-settled"
     if (!this.isLive(entry)) return "stale"
+    if (outcome === "ack") {
+      if (this.pendingAcks.length === 0) queueMicrotask(this.flushAcks)
+      this.pendingAcks.push(entry)
+      return "sent"
+    }
+    this.markSent(entry)
     try {
-      action(entry.channel, entry.message)
+      entry.channel.nack(entry.message, false, true)
       return "sent"
     } catch {
       return "stale"
     }
   }
 
+  private markSent(entry: Entry): void {
+    if (entry.sent) return
+    entry.sent = true
+    if (entry.generation === this.generation) this.unsentCount--
+  }
+
+  /** Send the pending acks: one `multiple` ack where no unsettled delivery is in the way. */
+  private readonly flushAcks = (): void => {
+    const acks = this.pendingAcks
+    if (acks.length === 0) return
+    this.pendingAcks = []
+    const channel = this.channel
+    let live = 0
+    for (const entry of acks) {
+      // a channel lost since: the broker requeued the message; its tag means nothing elsewhere
+      if (channel !== undefined && this.isLive(entry)) acks[live++] = entry
+      else entry.sent = true
+    }
+    if (live < acks.length) {
+      this.client.options.log(
+        "debug",
+        `${acks.length - live} ack(s) on ${this.queue} dropped: their channel is gone and the broker redelivers them`
+      )
+    }
+    if (channel === undefined || live === 0) return
+    for (let i = 0; i < live; i++) this.markSent(acks[i]!)
+    const oldestUnsent = this.oldestUnsentTag()
+    let upTo: Entry | undefined
+    try {
+      for (let i = 0; i < live; i++) {
+        const entry = acks[i]!
+        const tag = entry.message.fields.deliveryTag
+        if (tag < oldestUnsent) {
+          if (upTo === undefined || tag > upTo.message.fields.deliveryTag) upTo = entry
+        } else {
+          channel.ack(entry.message)
+        }
+      }
+      if (upTo !== undefined) channel.ack(upTo.message, true)
+    } catch {
+      // the channel closed under us: the broker requeues what it held
+    }
+  }
+
+  /** The delivery tag of the live channel's oldest delivery without a settle sent (or Infinity). */
+  private oldestUnsentTag(): number {
+    const unsent = this.unsent
+    let head = this.unsentHead
+    while (head < unsent.length && unsent[head]!.sent) head++
+    // drop what was settled out of order too, once it outweighs what is still open
+    if (head > 1024 || unsent.length - head > 2 * this.unsentCount + 1024) {
+      this.unsent = unsent.slice(head).filter((entry) => !entry.sent)
+      head = 0
+    }
+    this.unsentHead = head
+    const oldest = this.unsent[head]
+    return oldest === undefined ? Infinity : oldest.message.fields.deliveryTag
+  }
+
   /** Stop consuming: cancel, requeue what was not handed out, close the channel. Never hangs. */
   async close(): Promise<void> {
     if (this.closed) return
+    // acks settled so far go out before the consumer is cancelled and its channel closed
+    this.flushAcks()
     this.closed = true
     for (const wake of [...this.waiters]) wake()
     if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
