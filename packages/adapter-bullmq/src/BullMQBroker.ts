@@ -19,7 +19,7 @@ import { Config, Context, Effect, Layer, Option, type Redacted, Schedule, Schema
 import { randomUUID } from "node:crypto"
 import * as Connection from "./internal/connection.js"
 import { toBrokerError } from "./internal/errors.js"
-import { deadLetterScript, fromJobId, queueKeys, toJobId } from "./internal/keys.js"
+import { deadLetterScript, fromJobId, queueKeys, toJobId, uncountScript } from "./internal/keys.js"
 
 /**
  * What this adapter really does. Ordering is `"none"`: open-source BullMQ has no per-group
@@ -128,16 +128,45 @@ const maxStalledCount = 1_000_000
 /** Upper bound of one blocking wait, so that a missed wake-up costs at most this. */
 const maxBlockMs = 2000
 
-/** A job this adapter holds the lock of: handed out as a delivery, or prefetched by an ack. */
-type Live = { readonly job: Job; readonly token: string; readonly queue: string; readonly fetchedAt: number }
-
-/** Take back one receive of a job that still exists (never create a stray job key). */
-const uncountScript = `if redis.call("HEXISTS", KEYS[1], "ats") == 1 then return redis.call("HINCRBY", KEYS[1], "ats", -1) end return 0`
+/**
+ * A job this adapter holds the lock of: handed out as a delivery, or prefetched by an ack. Only
+ * what a delivery needs is kept (no BullMQ `Job`: building one per job costs more than the rest of
+ * the take path); `settle` is the delivery's settle state.
+ */
+interface Live {
+  /** BullMQ job id. */
+  readonly jobId: string
+  /** The job hash's `data` field as stored (JSON-encoded body). */
+  readonly data: string
+  /** BullMQ's `attemptsStarted` after this fetch. */
+  readonly attemptsStarted: number
+  readonly token: string
+  readonly queue: string
+  readonly worker: Worker
+  readonly fetchedAt: number
+  settle: "open" | "settling" | "settled"
+}
 
 /** Longest a job fetched by an ack waits for a `take` before it goes back to wait. */
 const maxPrefetchHold = 1000
 
 const noop = () => {}
+
+/** The options every Errand job is added with that BullMQ's finishing scripts read (core decides retries). */
+const finishOptions = { attempts: 1 }
+
+/** What BullMQ's argument builders read of a job: its id and options. */
+const bullJob = (jobId: string) => ({ id: jobId, opts: finishOptions }) as never
+
+/** The body from a job's stored `data` field, which BullMQ wrote as `JSON.stringify(body)`. */
+const bodyOf = (data: string): string => {
+  try {
+    const value: unknown = JSON.parse(data)
+    return typeof value === "string" ? value : JSON.stringify(value)
+  } catch {
+    return data
+  }
+}
 
 /** Errand priority 0..9 (higher first) → BullMQ priority 10..1 (lower first). Every job is prioritized, so the order is total. */
 const toBullPriority = (priority: number): number => 10 - Math.min(9, Math.max(0, Math.trunc(priority) || 0))
@@ -170,13 +199,24 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const sendTimeout =
       options.sendTimeout === 0 ? 0 : yield* Connection.positive("sendTimeout", options.sendTimeout, 10_000)
     // Enqueue waits out a short outage (reconnect, restart) instead of failing at once, within a bound.
+    // The happy path pays for no schedule: the retry loop starts only at the first retryable failure.
+    const retrySchedule = Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("1 second")]).pipe(
+      Schedule.upTo({ duration: sendTimeout })
+    )
     const retryTransient = <A>(effect: Effect.Effect<A, Errors.BrokerError>) =>
       sendTimeout === 0
         ? effect
-        : Effect.retry(effect, {
-            while: (error) => error.isRetryable,
-            schedule: Schedule.min([Schedule.exponential("50 millis"), Schedule.spaced("1 second")]).pipe(
-              Schedule.upTo({ duration: sendTimeout })
+        : Effect.catch(effect, (error) => {
+            if (!error.isRetryable) return Effect.fail(error)
+            // the loop's first attempt replays the failure already seen, so its first wait is the schedule's first
+            let replay = true
+            return Effect.retry(
+              Effect.suspend(() => {
+                if (!replay) return effect
+                replay = false
+                return Effect.fail(error)
+              }),
+              { while: (failure) => failure.isRetryable, schedule: retrySchedule }
             )
           })
     const connectTimeout = yield* Connection.positive("connectTimeout", options.connectTimeout, 5000)
@@ -232,6 +272,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     const idleBlocking: Array<Redis> = []
     const busyBlocking = new Set<Redis>()
     let workerClient: Redis | undefined
+    const bullClients = new WeakMap<Worker, Awaited<Worker["backend"]["client"]>>()
     let closing = false
 
     const getQueue = (name: string): Queue => {
@@ -264,6 +305,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         worker.on("error", noop)
         // Manual mode: BullMQ does not start the stalled-job checker unless asked.
         worker.startStalledCheckTimer().catch(noop)
+        // the connection BullMQ resolves once per worker, kept so that an ack need not wait a tick for it
+        const created = worker
+        created.backend.client.then((bull) => bullClients.set(created, bull), noop)
         workers.set(name, worker)
       }
       return worker
@@ -273,22 +317,36 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
 
     // ---- send ----------------------------------------------------------------------------
 
-    const jobOptions = (message: Broker.OutgoingMessage, jobId: string) => ({
-      jobId,
-      // core decides retries: BullMQ must never retry on its own
-      attempts: 1,
-      priority: toBullPriority(message.priority),
-      ...(message.delay > 0 ? { delay: Math.ceil(message.delay) } : {}),
-      removeOnComplete,
-      removeOnFail: false
-    })
+    /**
+     * The options stored with a job: only what BullMQ's add scripts or a BullMQ processor read
+     * (`attempts: 1`: core decides retries, BullMQ must never retry on its own). Retention is not
+     * stored per job: this adapter passes it to every finishing script, and its workers carry the
+     * same setting.
+     */
+    const jobOptions = (message: Broker.OutgoingMessage): { attempts: number; priority: number; delay?: number } =>
+      message.delay > 0
+        ? { attempts: 1, priority: toBullPriority(message.priority), delay: Math.ceil(message.delay) }
+        : { attempts: 1, priority: toBullPriority(message.priority) }
+
+    /**
+     * The job as BullMQ's add scripts read it: what `Job.asJSON` gives for these options, without
+     * building a `Job` (its constructor and option validation cost more than the add itself; our
+     * ids and priorities are valid by construction).
+     */
+    const jobData = (message: Broker.OutgoingMessage) =>
+      ({
+        name: jobName,
+        data: JSON.stringify(message.body),
+        opts: jobOptions(message),
+        timestamp: Date.now()
+      }) as never
 
     const sendInternal = (queue: string, messages: ReadonlyArray<Broker.OutgoingMessage>, checkDead: boolean) =>
       redis("send", async (): Promise<ReadonlyArray<Broker.SendResult>> => {
         if (messages.length === 0) return []
         const q = getQueue(queue)
-        const keys = queueKeys(prefix, queue)
-        const bull = await q.backend.client
+        const backend = q.backend
+        const bull = await backend.client
         if (messages.every((message) => message.unique === true)) {
           // Core-generated ids cannot exist yet (nor be dead-lettered): the add scripts alone, no
           // MULTI with existence checks (building a MULTI copies BullMQ's scripts onto it, which
@@ -297,19 +355,20 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           if (messages.length === 1) {
             const message = messages[0]!
             const jobId = toJobId(message.id)
-            await new Job(q, jobName, message.body, jobOptions(message, jobId), jobId).addJob(bull as never)
+            await backend.addJobToTransaction(bull, jobData(message), jobId)
           } else {
-            // what Queue.addBulk does: one pipeline of add scripts
-            await Job.createBulk(
-              q,
-              messages.map((message) => {
-                const jobId = toJobId(message.id)
-                return { name: jobName, data: message.body, opts: jobOptions(message, jobId) }
-              })
-            )
+            // what Queue.addBulk does: one pipeline of add scripts (each add's own promise settles
+            // with the pipeline; the replies carry any error)
+            const pipeline = bull.pipeline() as unknown as ChainableCommander
+            for (const message of messages) {
+              const jobId = toJobId(message.id)
+              backend.addJobToTransaction(pipeline as never, jobData(message), jobId).catch(noop)
+            }
+            for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error
           }
           return messages.map((message) => ({ id: message.id, duplicate: false }))
         }
+        const keys = queueKeys(prefix, queue)
         // A MULTI runs EXISTS and BullMQ's add script back to back, so "existed before" is exact.
         const multi = bull.multi() as unknown as ChainableCommander
         const stride = checkDead ? 3 : 2
@@ -318,8 +377,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           const jobId = toJobId(message.id)
           if (checkDead) multi.hexists(keys.deadLetters, message.id)
           multi.exists(keys.job(message.id))
-          const job = new Job(q, jobName, message.body, jobOptions(message, jobId), jobId)
-          pending.push(job.addJob(multi as never).catch(noop))
+          pending.push(backend.addJobToTransaction(multi as never, jobData(message), jobId).catch(noop))
         }
         const replies = (await multi.exec()) ?? []
         await Promise.all(pending)
@@ -354,55 +412,128 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
 
     // ---- take ----------------------------------------------------------------------------
 
-    const settleOnce = (live: Live) => {
-      let state: "open" | "settling" | "settled" = "open"
-      return (operation: string, f: () => Promise<unknown>): Effect.Effect<void, Errors.BrokerError> =>
-        Effect.suspend(() => {
-          if (state !== "open") return Effect.void
-          state = "settling"
-          return Effect.tryPromise({ try: f, catch: fail(operation) }).pipe(
-            Effect.tap(() =>
-              Effect.sync(() => {
-                state = "settled"
-                if (outstanding.delete(live)) inFlight.set(live.queue, (inFlight.get(live.queue) ?? 1) - 1)
-              })
-            ),
-            Effect.tapError(() => Effect.sync(() => (state = "open"))),
-            Effect.asVoid,
-            Effect.uninterruptible
-          )
-        })
+    /** Count a settled delivery out of its queue's in-flight jobs. */
+    const settled = (live: Live) => {
+      live.settle = "settled"
+      if (outstanding.delete(live)) inFlight.set(live.queue, (inFlight.get(live.queue) ?? 1) - 1)
     }
 
-    const makeDelivery = (live: Live, worker: Worker): Broker.Delivery => {
-      const { job, token, queue } = live
-      const settle = settleOnce(live)
-      const keys = queueKeys(prefix, queue)
-      const id = fromJobId(job.id ?? "")
+    /**
+     * Run a settle operation at most once per delivery (concurrent and later calls are no-ops; a
+     * failed one may be tried again). One callback rather than a chain of combinators: an ack is on
+     * every job's path.
+     */
+    const settle = (
+      live: Live,
+      operation: string,
+      f: () => Promise<unknown>
+    ): Effect.Effect<void, Errors.BrokerError> =>
+      Effect.uninterruptible(
+        Effect.callback<void, Errors.BrokerError>((resume) => {
+          if (live.settle !== "open") return resume(Effect.void)
+          live.settle = "settling"
+          let settling: Promise<unknown>
+          try {
+            settling = f()
+          } catch (error) {
+            settling = Promise.reject(error)
+          }
+          settling.then(
+            () => {
+              settled(live)
+              resume(Effect.void)
+            },
+            (error: unknown) => {
+              live.settle = "open"
+              resume(Effect.fail(fail(operation)(error)))
+            }
+          )
+        })
+      )
+
+    /**
+     * Complete a job (BullMQ's moveToFinished, called as `Job.moveToCompleted` does, without building
+     * a `Job`). With `fetchNext` the same script locks and returns the next job; the raw reply is
+     * returned for `fromFinishedReply`.
+     */
+    const complete = (live: Live, fetchNext: boolean): Promise<unknown> => {
+      const { worker, jobId, token } = live
+      const backend = worker.backend
+      let sent: Promise<unknown>
+      try {
+        const args = backend.moveToCompletedArgs(bullJob(jobId), "null", removeOnComplete, token, fetchNext)
+        const bull = bullClients.get(worker)
+        sent =
+          bull !== undefined
+            ? backend.execCommand(bull, "moveToFinished", args)
+            : backend.client.then((c) => backend.execCommand(c, "moveToFinished", args))
+      } catch (error) {
+        return Promise.reject(error)
+      }
+      return sent.then((reply) => {
+        if (typeof reply === "number" && reply < 0) {
+          throw backend.finishedErrors({ code: reply, jobId, command: "moveToFinished", state: "active" })
+        }
+        return reply
+      })
+    }
+
+    /** The job a `moveToFinished` with fetchNext returned: `[hash fields, id, …]`, locked with the acked job's token. */
+    const fromFinishedReply = (reply: unknown, acked: Live): Live | undefined => {
+      if (!Array.isArray(reply) || !Array.isArray(reply[0]) || reply[1] == null) return undefined
+      const fields = reply[0] as ReadonlyArray<unknown>
+      let data = ""
+      let attemptsStarted = 0
+      for (let i = 0; i + 1 < fields.length; i += 2) {
+        const field = fields[i]
+        if (field === "data") data = String(fields[i + 1])
+        else if (field === "ats") attemptsStarted = Number(fields[i + 1]) || 0
+      }
+      return {
+        jobId: String(reply[1]),
+        data,
+        attemptsStarted,
+        token: acked.token,
+        queue: acked.queue,
+        worker: acked.worker,
+        fetchedAt: Date.now(),
+        settle: "open"
+      }
+    }
+
+    const makeDelivery = (live: Live): Broker.Delivery => {
+      const { jobId, token, queue, worker } = live
+      const id = fromJobId(jobId)
       return {
         id,
-        body: typeof job.data === "string" ? job.data : JSON.stringify(job.data),
-        receiveCount: Math.max(1, job.attemptsStarted || 1),
-        ack: settle("ack", async () => {
+        body: bodyOf(live.data),
+        receiveCount: Math.max(1, live.attemptsStarted || 1),
+        ack: settle(live, "ack", () => {
           const fetchNext =
             !closing && (prefetched.get(queue)?.length ?? 0) + (fetching.get(queue) ?? 0) < (inFlight.get(queue) ?? 0)
-          if (!fetchNext) return job.moveToCompleted(null, token, false)
+          if (!fetchNext) return complete(live, false)
           fetching.set(queue, (fetching.get(queue) ?? 0) + 1)
-          try {
-            keepPrefetched(worker, queue, token, await job.moveToCompleted(null, token, true))
-          } finally {
-            fetchSettled(queue)
-          }
+          return complete(live, true).then(
+            (reply) => {
+              keepPrefetched(fromFinishedReply(reply, live))
+              fetchSettled(queue)
+            },
+            (error: unknown) => {
+              fetchSettled(queue)
+              throw error
+            }
+          )
         }),
         retry: ({ body, delay }) =>
-          settle("retry", () =>
-            worker.backend.moveToDelayed(job.id!, Date.now(), Math.max(0, Math.ceil(delay)), token, {
+          settle(live, "retry", () =>
+            worker.backend.moveToDelayed(jobId, Date.now(), Math.max(0, Math.ceil(delay)), token, {
               skipAttempt: false,
               fieldsToUpdate: { data: JSON.stringify(body) }
             })
           ),
         deadLetter: (record) =>
-          settle("deadLetter", async () => {
+          settle(live, "deadLetter", async () => {
+            const keys = queueKeys(prefix, queue)
             const entry: Broker.DeadLetterEntry = { id, ...record }
             const recorded = await client.eval(
               deadLetterScript,
@@ -417,6 +548,8 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             )
             if (recorded !== 1) throw new Error(`Missing lock for job ${id}: the lease was lost`)
             try {
+              // BullMQ keeps the failed job (removeOnFail: false), which holds the id against re-sends.
+              const job = new Job(worker, jobName, null, { attempts: 1, removeOnFail: false }, jobId)
               await job.moveToFailed(new Error(record.error.slice(0, 2000)), token, false)
             } catch (error) {
               if (/Missing lock|Lock mismatch|not in the active/iu.test(String(error))) {
@@ -429,18 +562,18 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           Effect.suspend(() =>
             outstanding.has(live)
               ? redis("extendLease", async () => {
-                  const ok = await job.extendLock(token, Math.max(1, Math.ceil(ms)))
+                  const ok = await worker.backend.extendLock(jobId, token, Math.max(1, Math.ceil(ms)))
                   if (!ok) throw new Error(`Missing lock for job ${id}: the lease was lost`)
                 })
               : Effect.void
           ),
-        release: settle("release", () => job.moveToWait(token))
+        release: settle(live, "release", () => worker.backend.moveJobFromActiveToWait(jobId, token))
       }
     }
 
-    const deliver = (live: Live, worker: Worker): Broker.Delivery => {
+    const deliver = (live: Live): Broker.Delivery => {
       inFlight.set(live.queue, (inFlight.get(live.queue) ?? 0) + 1)
-      return makeDelivery(live, worker)
+      return makeDelivery(live)
     }
 
     /**
@@ -449,27 +582,24 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
      */
     const giveBack = (live: Live) => {
       outstanding.delete(live)
-      return live.job
-        .moveToWait(live.token)
-        .then(() => client.eval(uncountScript, 1, queueKeys(prefix, live.queue).job(fromJobId(live.job.id ?? ""))))
+      return live.worker.backend
+        .moveJobFromActiveToWait(live.jobId, live.token)
+        .then(() => client.eval(uncountScript, 1, `${prefix}:${live.queue}:${live.jobId}`))
         .catch(noop)
     }
 
-    /** Keep the job an ack's moveToFinished returned (locked with the acked job's token) for the next take. */
-    const keepPrefetched = (worker: Worker, queue: string, token: string, next: unknown) => {
-      if (!Array.isArray(next) || next[0] == null || next[1] == null) return
-      const job = Job.fromJSON(worker as never, next[0] as never, String(next[1]))
-      job.token = token
-      const live: Live = { job, token, queue, fetchedAt: Date.now() }
+    /** Keep the job an ack's moveToFinished returned for the next take of its queue. */
+    const keepPrefetched = (live: Live | undefined) => {
+      if (live === undefined) return
       outstanding.add(live)
       if (closing) {
         void giveBack(live)
         return
       }
-      let list = prefetched.get(queue)
-      if (!list) prefetched.set(queue, (list = []))
+      let list = prefetched.get(live.queue)
+      if (!list) prefetched.set(live.queue, (list = []))
       list.push(live)
-      if (!sweepers.has(queue)) sweep(queue, worker)
+      if (!sweepers.has(live.queue)) sweep(live.queue, live.worker)
     }
 
     /** Jobs nobody took soon enough (the worker stopped, or is rate limited) go back to wait. */
@@ -491,11 +621,17 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       sweepers.set(queue, timer)
     }
 
-    const takePrefetched = (worker: Worker, queue: string, max: number): Array<Broker.Delivery> => {
+    const takePrefetched = (queue: string, max: number): Array<Broker.Delivery> => {
       const list = prefetched.get(queue)
       if (!list || list.length === 0) return []
-      return list.splice(0, max).map((live) => deliver(live, worker))
+      const taken = list.length <= max ? list.splice(0) : list.splice(0, max)
+      const out = new Array<Broker.Delivery>(taken.length)
+      for (let i = 0; i < taken.length; i++) out[i] = deliver(taken[i]!)
+      return out
     }
+
+    /** When the next delayed job of a queue is due, as BullMQ's moveToActive last reported it. */
+    const nextDue = new Map<string, number>()
 
     const fetchJobs = (worker: Worker, queue: string, max: number, lease: number) =>
       Effect.uninterruptible(
@@ -506,20 +642,39 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
           let batch = 1
           while (got.length < max && !closing) {
             const tokens = Array.from({ length: Math.min(batch, max - got.length) }, () => randomUUID())
-            const results = await Promise.allSettled(tokens.map((token) => worker.getNextJob(token, { block: false })))
+            const results = await Promise.allSettled(tokens.map((token) => worker.backend.moveToActive(token)))
             let empty = false
             for (let i = 0; i < results.length; i++) {
               const result = results[i]!
               if (result.status === "rejected") {
                 if (got.length === 0) throw result.reason
                 empty = true
-              } else if (result.value === undefined) {
-                empty = true
-              } else {
-                const live: Live = { job: result.value, token: tokens[i]!, queue, fetchedAt: Date.now() }
-                outstanding.add(live)
-                got.push(deliver(live, worker))
+                continue
               }
+              // [job (decoded hash) | null, id, rate-limit delay, next delayed job due]
+              const [json, jobId, , delayUntil] = result.value as [
+                { data?: string; attemptsStarted?: number; id?: string } | null,
+                unknown,
+                unknown,
+                unknown
+              ]
+              nextDue.set(queue, Math.max(0, Number(delayUntil) || 0))
+              if (json == null || jobId == null) {
+                empty = true
+                continue
+              }
+              const live: Live = {
+                jobId: String(json.id ?? jobId),
+                data: json.data ?? "",
+                attemptsStarted: json.attemptsStarted ?? 0,
+                token: tokens[i]!,
+                queue,
+                worker,
+                fetchedAt: Date.now(),
+                settle: "open"
+              }
+              outstanding.add(live)
+              got.push(deliver(live))
             }
             if (empty) break
             batch *= 2
@@ -591,37 +746,30 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         catch: fail("take")
       })
 
-    const take: Broker.BrokerShape["take"] = (queue, { max, lease, wait }) =>
+    /** Wait until an ack's fetch in flight settles (each settled fetch wakes one waiter). */
+    const waitForFetch = (queue: string) =>
+      Effect.callback<void>((resume) => {
+        let waiters = fetchWaiters.get(queue)
+        if (!waiters) fetchWaiters.set(queue, (waiters = []))
+        const wake = () => resume(Effect.void)
+        waiters.push(wake)
+        return Effect.sync(() => {
+          const i = waiters.indexOf(wake)
+          if (i >= 0) waiters.splice(i, 1)
+        })
+      })
+
+    /** Fetch, else block on the marker until `deadline`. */
+    const fetchOrWait = (queue: string, worker: Worker, max: number, lease: number, wait: number, deadline: number) =>
       Effect.gen(function* () {
-        if (max <= 0) return []
-        const worker = getWorker(queue, lease)
-        const deadline = Date.now() + Math.max(0, wait)
-        let ready = takePrefetched(worker, queue, max)
-        if (ready.length === 0 && (fetching.get(queue) ?? 0) > (fetchWaiters.get(queue)?.length ?? 0) && !closing) {
-          // an ack is already fetching a job nobody else waits for: wait for it rather than spend a
-          // script of our own (each waiter is woken by one settled fetch)
-          yield* Effect.callback<void>((resume) => {
-            let waiters = fetchWaiters.get(queue)
-            if (!waiters) fetchWaiters.set(queue, (waiters = []))
-            const wake = () => resume(Effect.void)
-            waiters.push(wake)
-            return Effect.sync(() => {
-              const i = waiters.indexOf(wake)
-              if (i >= 0) waiters.splice(i, 1)
-            })
-          })
-          ready = takePrefetched(worker, queue, max)
-        }
-        if (ready.length > 0) return ready
         while (true) {
           const jobs = yield* fetchJobs(worker, queue, max, lease)
           if (jobs.length > 0 || closing) return jobs
           const now = Date.now()
           if (now >= deadline) return jobs
-          // BullMQ's moveToActive reports when the next delayed job is due.
-          const nextDue = Number((worker as unknown as { blockUntil?: number }).blockUntil) || 0
+          const due = nextDue.get(queue) ?? 0
           let until = Math.min(deadline, now + maxBlockMs)
-          if (nextDue > now) until = Math.min(until, nextDue)
+          if (due > now) until = Math.min(until, due)
           yield* waitForMarker(queue, Math.max(1, until - now))
         }
       }).pipe(
@@ -632,6 +780,25 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             : Effect.fail(error)
         )
       )
+
+    const take: Broker.BrokerShape["take"] = (queue, { max, lease, wait }) =>
+      Effect.suspend(() => {
+        if (max <= 0) return Effect.succeed([])
+        const worker = getWorker(queue, lease)
+        // Under load an ack has usually fetched the next job already: hand it out without a script.
+        const ready = takePrefetched(queue, max)
+        if (ready.length > 0) return Effect.succeed(ready)
+        const deadline = Date.now() + Math.max(0, wait)
+        if ((fetching.get(queue) ?? 0) <= (fetchWaiters.get(queue)?.length ?? 0) || closing) {
+          return fetchOrWait(queue, worker, max, lease, wait, deadline)
+        }
+        // An ack is fetching a job nobody else waits for: wait for it rather than spend a script of
+        // our own (the usual case: a worker takes again as soon as a handler ends, before its ack is back).
+        return Effect.flatMap(waitForFetch(queue), () => {
+          const fetched = takePrefetched(queue, max)
+          return fetched.length > 0 ? Effect.succeed(fetched) : fetchOrWait(queue, worker, max, lease, wait, deadline)
+        })
+      })
 
     // ---- dead letters --------------------------------------------------------------------
 
@@ -796,7 +963,14 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         const bounded = (p: Promise<unknown>, ms: number) =>
           Promise.race([p.catch(noop), new Promise((r) => setTimeout(r, ms).unref?.())])
         // Unsettled deliveries go back to wait now rather than after their lease.
-        await bounded(Promise.all([...outstanding].map((live) => live.job.moveToWait(live.token).catch(noop))), 3000)
+        await bounded(
+          Promise.all(
+            [...outstanding].map((live) =>
+              live.worker.backend.moveJobFromActiveToWait(live.jobId, live.token).catch(noop)
+            )
+          ),
+          3000
+        )
         outstanding.clear()
         for (const c of [...idleBlocking, ...busyBlocking]) c.disconnect()
         await bounded(Promise.all([...workers.values()].map((w) => w.close(true))), 3000)

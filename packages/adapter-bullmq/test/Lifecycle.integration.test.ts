@@ -64,14 +64,18 @@ describe("jobs fetched by an ack", () => {
     Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const queue = uniqueQueue("prefetch")
-      yield* broker.send(queue, [message("a"), message("b"), message("c")])
+      // an id and a body that only survive if the job the ack's script returned is decoded exactly
+      const bBody = JSON.stringify({ text: 'quote " backslash \\ ünïcode ✓', n: [1.5, -2] })
+      yield* broker.send(queue, [message("a"), message("b:%3A", bBody), message("c")])
       const [a] = yield* takeN(broker, queue, 1, { lease: 60_000 })
       expect(a?.id).toBe("a")
       // the ack's script also locks the next job ("b") for this broker
       yield* a!.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 1, active: 1, delayed: 0, dead: 0 })
       const [b] = yield* broker.take(queue, { max: 5, lease: 60_000, wait: 0 })
-      expect(b?.id).toBe("b")
+      expect(b?.id).toBe("b:%3A")
+      expect(b?.body).toBe(bBody)
+      expect(b?.receiveCount).toBe(1)
       // acked with nothing taken after it: "c" is fetched, then handed back
       yield* b!.ack
       expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 1, delayed: 0, dead: 0 })

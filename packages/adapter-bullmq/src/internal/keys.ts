@@ -7,12 +7,18 @@
  * @internal
  */
 
+const needsEscape = /[%:]/u
+
 /** Errand id → BullMQ job id. */
-export const toJobId = (id: string): string => `e.${id.replace(/%/gu, "%25").replace(/:/gu, "%3A")}`
+export const toJobId = (id: string): string =>
+  needsEscape.test(id) ? `e.${id.replace(/%/gu, "%25").replace(/:/gu, "%3A")}` : `e.${id}`
 
 /** BullMQ job id → Errand id (ids not written by us come back unchanged). */
-export const fromJobId = (jobId: string): string =>
-  jobId.startsWith("e.") ? jobId.slice(2).replace(/%3A/gu, ":").replace(/%25/gu, "%") : jobId
+export const fromJobId = (jobId: string): string => {
+  if (!jobId.startsWith("e.")) return jobId
+  const id = jobId.slice(2)
+  return id.includes("%") ? id.replace(/%3A/gu, ":").replace(/%25/gu, "%") : id
+}
 
 /** The keys this adapter adds next to BullMQ's for one queue. */
 export const queueKeys = (prefix: string, queue: string) => {
@@ -39,4 +45,14 @@ if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call("HSET", KEYS[2], ARGV[2], ARGV[3])
 redis.call("ZADD", KEYS[3], ARGV[4], ARGV[2])
 return 1
+`
+
+/**
+ * Take back one receive (BullMQ's `attemptsStarted`) of a prefetched job handed back unseen, only
+ * while the job still exists, so that a job removed meanwhile is not recreated as a stray key.
+ * KEYS: job hash.
+ */
+export const uncountScript = `
+if redis.call("HEXISTS", KEYS[1], "ats") == 1 then return redis.call("HINCRBY", KEYS[1], "ats", -1) end
+return 0
 `
