@@ -64,7 +64,11 @@ export interface Options {
    * always escaped. Default false.
    */
   readonly escapeSupplementary?: boolean | undefined
-  /** Use this client instead of building one (its lifetime stays yours). */
+  /**
+   * Use this client instead of building one (its lifetime stays yours). A built layer uses two
+   * clients, one for long polls: the SDK drops its middleware cache after any call with an abort
+   * signal. A given client serves both (slower, same behaviour).
+   */
   readonly client?: SQSClient | undefined
 }
 
@@ -160,9 +164,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   if (options.redrivePolicy !== undefined) {
     yield* positive("redrivePolicy.maxReceiveCount", options.redrivePolicy.maxReceiveCount, 0, 1, 1000)
   }
-  const client =
-    options.client ??
-    (yield* Effect.acquireRelease(
+  const build = () =>
+    Effect.acquireRelease(
       Effect.sync(
         () =>
           new SQSClient({
@@ -176,9 +179,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           })
       ),
       (client) => Effect.sync(() => client.destroy())
-    ))
+    )
+  const client = options.client ?? (yield* build())
+  // Long polls carry an abort signal, and the SDK drops its whole middleware cache on any call
+  // made with options: they get a client of their own, so sends and deletes keep theirs.
+  const pollClient = options.client ?? (yield* build())
   const broker = internal.make({
     client,
+    pollClient,
     endpointLabel,
     fifo: options.fifo === true,
     createQueues: options.createQueues ?? true,

@@ -33,6 +33,8 @@ const setup = (options: Partial<SqsBroker.Options> = {}) => {
 const ok = (entries: ReadonlyArray<SendMessageBatchRequestEntry>) =>
   entries.map((entry) => ({ Id: entry.Id!, MessageId: `m-${entry.MessageBody}`, MD5OfMessageBody: "" }))
 
+const attribute = (value: string) => ({ DataType: "String", StringValue: value })
+
 const messages = (n: number, size = 10) =>
   Array.from({ length: n }, (_, i) => ({ id: `j${i}`, body: `${i}`.padEnd(size, "x"), delay: 0, priority: 0 }))
 
@@ -190,6 +192,103 @@ describe("SqsBroker batches (mocked SQS)", () => {
       expect(calls.flatMap((c) => c.args[0].input.Entries!.map((e) => e.ReceiptHandle)).sort()).toEqual(
         deliveries.map((_, i) => `h${i}`).sort()
       )
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.live("each ack sharing a DeleteMessageBatch gets its own entry's outcome", () => {
+    const { layer, mock } = setup({ entryAttempts: 1 })
+    let n = 0
+    mock.on(ReceiveMessageCommand).callsFake(async () => ({
+      Messages: Array.from({ length: 10 }, () => {
+        const i = n++
+        return { MessageId: `m${i}`, ReceiptHandle: `h${i}`, Body: "b" }
+      })
+    }))
+    const refused = new Set(["h3", "h7", "h11"])
+    mock
+      .on(DeleteMessageBatchCommand)
+      .callsFake(async (input: { Entries: Array<{ Id: string; ReceiptHandle: string }> }) => ({
+        // answered out of order: outcomes must be matched by entry id, never by position
+        Successful: input.Entries.filter((e) => !refused.has(e.ReceiptHandle))
+          .map((e) => ({ Id: e.Id }))
+          .reverse(),
+        Failed: input.Entries.filter((e) => refused.has(e.ReceiptHandle)).map((e) => ({
+          Id: e.Id,
+          SenderFault: true,
+          Code: "ReceiptHandleIsInvalid"
+        }))
+      }))
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const deliveries = [
+        ...(yield* broker.take("jobs", { max: 10, lease: 30_000, wait: 0 })),
+        ...(yield* broker.take("jobs", { max: 10, lease: 30_000, wait: 0 }))
+      ].slice(0, 12)
+      // 12 acks at once: a full batch of 10 goes at once, the other 2 after the window
+      const results = yield* Effect.forEach(deliveries, (d) => Effect.result(d.ack), { concurrency: "unbounded" })
+      const failed = deliveries.filter((_, i) => results[i]!._tag === "Failure").map((d) => d.id)
+      expect(failed).toEqual(["m3", "m7", "m11"])
+      for (const result of results) {
+        if (result._tag === "Failure") expect(result.failure.operation).toBe("ack")
+      }
+      const calls = mock.commandCalls(DeleteMessageBatchCommand).map((c) => c.args[0].input.Entries!.length)
+      expect(calls.sort((a, b) => a - b)).toEqual([2, 10])
+    }).pipe(Effect.provide(layer))
+  })
+
+  it.live("the job id travels in core's envelope; any other body carries it as an attribute", () => {
+    const { layer, mock } = setup()
+    mock.on(SendMessageCommand).resolves({ MessageId: "single" })
+    mock.on(SendMessageBatchCommand).callsFake(async (input: { Entries: Array<SendMessageBatchRequestEntry> }) => ({
+      Successful: ok(input.Entries),
+      Failed: []
+    }))
+    const envelope = (id: string) => JSON.stringify({ v: 1, id, job: "j", payload: {}, attempts: 0 })
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const sent = [
+        { id: "job-1", body: envelope("job-1"), delay: 0, priority: 0 },
+        { id: "raw-1", body: "not json", delay: 0, priority: 0 },
+        { id: "other", body: envelope("job-2"), delay: 0, priority: 0 },
+        { id: "job-1x", body: envelope("job-1"), delay: 0, priority: 0 },
+        { id: 'q"1', body: envelope('q"1'), delay: 0, priority: 0 }
+      ]
+      yield* broker.send("jobs", sent)
+      yield* broker.send("jobs", [sent[0]!])
+      const entries = mock.commandCalls(SendMessageBatchCommand).flatMap((c) => c.args[0].input.Entries!)
+      expect(entries.map((e) => e.MessageAttributes?.["errand-id"]?.StringValue)).toEqual([
+        undefined,
+        "raw-1",
+        "other",
+        "job-1x",
+        'q"1'
+      ])
+      const single = mock.commandCalls(SendMessageCommand)[0]!.args[0].input
+      expect(single.MessageBody).toBe(sent[0]!.body)
+      expect(single.MessageAttributes).toBeUndefined()
+
+      mock.on(ReceiveMessageCommand).resolves({
+        Messages: [
+          { MessageId: "m1", ReceiptHandle: "h1", Body: envelope("job-1") },
+          {
+            MessageId: "m2",
+            ReceiptHandle: "h2",
+            Body: "not json",
+            MessageAttributes: { "errand-id": attribute("raw-1") }
+          },
+          {
+            MessageId: "m3",
+            ReceiptHandle: "h3",
+            Body: envelope("job-2"),
+            MessageAttributes: { "errand-id": attribute("x") }
+          },
+          { MessageId: "m4", ReceiptHandle: "h4", Body: "not json" },
+          { MessageId: "m5", ReceiptHandle: "h5", Body: envelope('q"5') }
+        ]
+      })
+      const deliveries = yield* broker.take("jobs", { max: 10, lease: 30_000, wait: 0 })
+      // the attribute wins; without one, the envelope's id; else the SQS message id
+      expect(deliveries.map((d) => d.id)).toEqual(["job-1", "raw-1", "x", "m4", "m5"])
     }).pipe(Effect.provide(layer))
   })
 

@@ -84,13 +84,14 @@ describe("throttling and 5xx", () => {
       yield* Effect.gen(function* () {
         yield* broker.send(queue, [{ id: "warm", body: "w", delay: 0, priority: 0 }])
         seen.clear()
-        faults.set("SendMessageBatch", { remaining: 100, status: 400, type: "ThrottlingException" })
+        // a single message goes through SendMessage
+        faults.set("SendMessage", { remaining: 100, status: 400, type: "ThrottlingException" })
         const error = yield* Effect.flip(broker.send(queue, [{ id: "t", body: "x", delay: 0, priority: 0 }]))
-        faults.delete("SendMessageBatch")
+        faults.delete("SendMessage")
         expect(error).toMatchObject({ _tag: "BrokerError", reason: "Throttled", operation: "send" })
-        expect(error.message).toContain("SendMessageBatch")
+        expect(error.message).toContain("SendMessage")
         expect(error.isRetryable).toBe(true)
-        expect(seen.get("SendMessageBatch")).toBe(2)
+        expect(seen.get("SendMessage")).toBe(2)
         expect(error.message).not.toContain("test") // the static test credentials
       }).pipe(
         Effect.ensuring(Effect.sync(() => faults.clear())),

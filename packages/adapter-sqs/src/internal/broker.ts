@@ -11,6 +11,7 @@ import {
   GetQueueUrlCommand,
   type Message,
   type MessageAttributeValue,
+  type MessageSystemAttributeName,
   type QueueAttributeName,
   ReceiveMessageCommand,
   SendMessageBatchCommand,
@@ -18,7 +19,7 @@ import {
   type SQSClient
 } from "@aws-sdk/client-sqs"
 import { type Broker, Envelope, type Errors } from "@errand/core"
-import { Effect, Exit, Option, Request, RequestResolver, Semaphore } from "effect"
+import { type Context, Effect, Exit, Option, Semaphore } from "effect"
 import { chunk, maxBatchEntries, messageSize, safeBody } from "./batch.js"
 import { brokerError, entryReason, isQueueMissing, isStaleReceipt, reasonOf, toBrokerError } from "./errors.js"
 import { check, deadLetterQueueName, fifoId } from "./names.js"
@@ -28,6 +29,8 @@ type BrokerError = Errors.BrokerError
 /** Resolved settings the implementation runs with. */
 export interface Settings {
   readonly client: SQSClient
+  /** The client for long polls (sent with an abort signal); may be `client` itself. */
+  readonly pollClient: SQSClient
   /** host:port shown in errors. */
   readonly endpointLabel: string
   readonly fifo: boolean
@@ -88,7 +91,8 @@ interface QueueInfo {
 
 interface OutEntry {
   readonly body: string
-  readonly attributes: Record<string, MessageAttributeValue>
+  /** Absent when the body carries the job id (see `idAttributes`). */
+  readonly attributes: Record<string, MessageAttributeValue> | undefined
   readonly delaySeconds?: number | undefined
   readonly groupId?: string | undefined
   readonly dedupId?: string | undefined
@@ -99,16 +103,42 @@ interface SentEntry {
   readonly sequenceNumber?: string | undefined
 }
 
-interface DeleteRequest extends Request.Request<void, BrokerError> {
-  readonly _tag: "DeleteRequest"
-  readonly queueUrl: string
-  readonly messageId: string
-  readonly receiptHandle: string
-}
-const DeleteRequest = Request.tagged<DeleteRequest>("DeleteRequest")
-
 const stringAttribute = (value: string): MessageAttributeValue => ({ DataType: "String", StringValue: value })
 const numberAttribute = (value: number): MessageAttributeValue => ({ DataType: "Number", StringValue: String(value) })
+
+// Core's envelope is JSON that starts with its version and the job id. Where the body says the id
+// there, the id needs no message attribute (an attribute costs serialisation, bytes and parsing on
+// every send and receive); any other body carries it as the `errand-id` attribute, as before.
+const envelopeStart = '{"v":1,"id":"'
+/** Printable ASCII without `"` and a backslash: written as is in JSON, never escaped by `safeBody`. */
+const isPlainId = (id: string): boolean => {
+  if (id.length === 0 || id.length > 512) return false
+  for (let i = 0; i < id.length; i++) {
+    const c = id.charCodeAt(i)
+    if (c < 0x21 || c > 0x7e || c === 0x22 || c === 0x5c) return false
+  }
+  return true
+}
+
+/** The job id written at the start of core's envelope, or `undefined` when the body does not start so. */
+export const idInBody = (body: string): string | undefined => {
+  if (!body.startsWith(envelopeStart)) return undefined
+  const end = body.indexOf('"', envelopeStart.length)
+  if (end <= envelopeStart.length) return undefined
+  const id = body.slice(envelopeStart.length, end)
+  return id.includes("\\") ? undefined : id
+}
+
+/** The message attributes that carry job `id` with `body`: none when the body itself says it. */
+export const idAttributes = (body: string, id: string): Record<string, MessageAttributeValue> | undefined =>
+  body.startsWith(envelopeStart) &&
+  body.charCodeAt(envelopeStart.length + id.length) === 34 && // the closing `"`
+  body.startsWith(id, envelopeStart.length) &&
+  isPlainId(id)
+    ? undefined
+    : { [attr.id]: stringAttribute(id) }
+
+const asCause = (cause: unknown): unknown => cause
 
 const seconds = (ms: number, max: number): number =>
   Math.min(max, Math.max(0, Math.ceil((Number.isFinite(ms) ? ms : max * 1000) / 1000)))
@@ -133,11 +163,11 @@ export const make = (settings: Settings): Broker.BrokerShape => {
   // AbortController is made per call. An interrupted call still finishes in the background, with
   // the same at-least-once outcome as an aborted request that SQS may already have applied.
   const call = <A>(operation: string, run: () => Promise<A>): Effect.Effect<A, unknown> =>
-    Effect.tryPromise({ try: () => run(), catch: (cause) => cause })
+    Effect.tryPromise({ try: run, catch: asCause })
 
   /** A call aborted on interruption: long polls, which would otherwise stay in flight. */
   const callAbortable = <A>(operation: string, run: (signal: AbortSignal) => Promise<A>): Effect.Effect<A, unknown> =>
-    Effect.tryPromise({ try: (signal) => run(signal), catch: (cause) => cause })
+    Effect.tryPromise({ try: run, catch: asCause })
 
   const mapped = (operation: string) => Effect.mapError(toBrokerError(operation, endpointLabel))
 
@@ -251,26 +281,37 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   // ---------------------------------------------------------------- receipt handles
 
-  // The latest receipt handle per message: SQS only honours the most recent one.
-  const handles = new Map<string, string>()
-  const handleKey = (url: string, messageId: string) => `${url}\n${messageId}`
-  const latestHandle = (url: string, messageId: string, fallback: string) =>
-    handles.get(handleKey(url, messageId)) ?? fallback
+  // The latest receipt handle per message: SQS only honours the most recent one. One map per
+  // queue URL, keyed by message id (strings SQS gave us, so no key is built per lookup).
+  const handles = new Map<string, Map<string, string>>()
   const maxHandles = 100_000
-  const rememberHandle = (url: string, messageId: string, receiptHandle: string) => {
-    const key = handleKey(url, messageId)
-    handles.delete(key) // re-insert at the end: the map stays in receive order
-    handles.set(key, receiptHandle)
-    // messages settled elsewhere never come back to clear their entry: drop the oldest
-    if (handles.size > maxHandles) {
-      const oldest = handles.keys().next()
-      if (oldest.done !== true) handles.delete(oldest.value)
+  const handlesOf = (url: string) => {
+    let map = handles.get(url)
+    if (map === undefined) {
+      map = new Map()
+      handles.set(url, map)
     }
+    return map
+  }
+  const latestHandle = (url: string, messageId: string, fallback: string) =>
+    handles.get(url)?.get(messageId) ?? fallback
+  const rememberHandle = (url: string, messageId: string, receiptHandle: string) => {
+    const map = handlesOf(url)
+    map.delete(messageId) // re-insert at the end: the map stays in receive order
+    map.set(messageId, receiptHandle)
+    // messages settled elsewhere never come back to clear their entry: drop the oldest
+    if (map.size > maxHandles) {
+      const oldest = map.keys().next()
+      if (oldest.done !== true) map.delete(oldest.value)
+    }
+  }
+  const deleteHandle = (url: string, messageId: string) => {
+    handles.get(url)?.delete(messageId)
   }
   /** Forget a handle once its delivery gave the message back (it is no longer ours to delete). */
   const forgetHandle = (url: string, messageId: string, receiptHandle: string) => {
-    const key = handleKey(url, messageId)
-    if (handles.get(key) === receiptHandle) handles.delete(key)
+    const map = handles.get(url)
+    if (map !== undefined && map.get(messageId) === receiptHandle) map.delete(messageId)
   }
 
   // ---------------------------------------------------------------- deletes
@@ -311,7 +352,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
         sent.forEach((index, position) => {
           const id = String(position)
           if (succeeded.has(id)) {
-            handles.delete(handleKey(url, items[index]!.messageId))
+            deleteHandle(url, items[index]!.messageId)
             return
           }
           // not reported as deleted: never count it as done; retried with the latest receipt handle
@@ -331,30 +372,75 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       return outcome
     })
 
-  const deleteResolver = RequestResolver.makeGrouped<DeleteRequest, string>({
-    key: (entry) => entry.request.queueUrl,
-    resolver: (entries, url) =>
-      deleteBatch(
-        url,
-        entries.map((entry) => entry.request)
-      ).pipe(
-        Effect.map((outcome) => {
-          entries.forEach((entry, index) => {
-            const error = outcome[index]
-            entry.completeUnsafe(error === undefined ? Exit.void : Exit.fail(error))
-          })
-        })
-      )
-  }).pipe(
-    RequestResolver.batchN(maxBatchEntries),
-    // 0: batch only what is requested together in one tick (no timer, so TestClock cannot stall acks)
-    (resolver) =>
-      settings.deleteBatchWindow > 0 ? RequestResolver.setDelay(resolver, settings.deleteBatchWindow) : resolver
-  )
+  // Acks share `DeleteMessageBatch` calls through a small batcher of our own: per queue, deletes
+  // wait one window (or one tick with a window of 0) or until 10 are pending, then one call runs
+  // and each caller is resumed with its own entry's outcome. Effect's request batching did the
+  // same at several times the CPU cost per ack.
+  interface PendingDelete {
+    readonly messageId: string
+    readonly receiptHandle: string
+    /** The contract call (ack, retry…) named in a failure. */
+    readonly operation: string
+    readonly resume: (effect: Effect.Effect<void, BrokerError>) => void
+  }
+  interface OpenBatch {
+    readonly items: Array<PendingDelete>
+    /** The first caller's services: the call runs with them (clock, tracer, logger). */
+    readonly context: Context.Context<never>
+    timer: ReturnType<typeof setTimeout> | ReturnType<typeof setImmediate> | undefined
+  }
+  const openBatches = new Map<string, OpenBatch>()
+
+  const flushDeletes = (url: string, batch: OpenBatch) => {
+    if (openBatches.get(url) === batch) openBatches.delete(url)
+    if (batch.timer !== undefined) {
+      if (settings.deleteBatchWindow > 0) clearTimeout(batch.timer as ReturnType<typeof setTimeout>)
+      else clearImmediate(batch.timer as ReturnType<typeof setImmediate>)
+      batch.timer = undefined
+    }
+    const items = batch.items
+    Effect.runCallbackWith(batch.context)(deleteBatch(url, items), {
+      onExit: (exit) => {
+        if (Exit.isSuccess(exit)) {
+          const outcome = exit.value
+          for (let i = 0; i < items.length; i++) {
+            const item = items[i]!
+            const error = outcome[i]
+            item.resume(
+              error === undefined ? Effect.void : Effect.fail(brokerError(error.reason, item.operation, error.message))
+            )
+          }
+        } else {
+          // deleteBatch cannot fail: a defect or an interruption reaches every caller as it is
+          for (const item of items) item.resume(Effect.failCause(exit.cause))
+        }
+      }
+    })
+  }
 
   /** Delete one message; concurrent deletes on one queue share `DeleteMessageBatch` calls. */
-  const deleteMessage = (url: string, messageId: string, receiptHandle: string) =>
-    Effect.request(DeleteRequest({ queueUrl: url, messageId, receiptHandle }), deleteResolver)
+  const deleteMessage = (
+    url: string,
+    messageId: string,
+    receiptHandle: string,
+    operation: string
+  ): Effect.Effect<void, BrokerError> =>
+    Effect.withFiber((fiber) =>
+      Effect.callback<void, BrokerError>((resume) => {
+        let batch = openBatches.get(url)
+        if (batch === undefined) {
+          batch = { items: [], context: fiber.context as Context.Context<never>, timer: undefined }
+          openBatches.set(url, batch)
+          const open = batch
+          batch.timer =
+            settings.deleteBatchWindow > 0
+              ? setTimeout(() => flushDeletes(url, open), settings.deleteBatchWindow)
+              : setImmediate(() => flushDeletes(url, open))
+        }
+        batch.items.push({ messageId, receiptHandle, operation, resume })
+        if (batch.items.length >= maxBatchEntries) flushDeletes(url, batch)
+      })
+    )
 
   const deleteMany = (
     url: string,
@@ -375,40 +461,60 @@ export const make = (settings: Settings): Broker.BrokerShape => {
 
   // ---------------------------------------------------------------- sends
 
-  const sendOne = (url: string, entry: OutEntry) =>
-    call("SendMessage", () =>
-      client.send(
-        new SendMessageCommand({
-          QueueUrl: url,
-          MessageBody: entry.body,
-          MessageAttributes: entry.attributes,
-          ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0 ? { DelaySeconds: entry.delaySeconds } : {}),
-          ...(entry.groupId !== undefined ? { MessageGroupId: entry.groupId } : {}),
-          ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
-        })
-      )
-    ).pipe(
-      Effect.map((out): SentEntry => ({ messageId: out.MessageId ?? "", sequenceNumber: out.SequenceNumber })),
-      mapped("SendMessage")
-    )
+  /**
+   * A send call's native failure as a `BrokerError` for `operation` (the contract call: send,
+   * retry, deadLetter…; the message names the SQS call). A missing queue is forgotten, so the
+   * next call resolves it again.
+   */
+  const sendFailure = (info: QueueInfo, sqsOperation: string, operation: string) => (cause: unknown) => {
+    const error = toBrokerError(sqsOperation, endpointLabel)(cause)
+    if (error.reason === "NotFound") queues.delete(info.name)
+    return error.operation === operation ? error : brokerError(error.reason, operation, error.message)
+  }
 
-  const sendBatch = (url: string, entries: ReadonlyArray<OutEntry>) =>
-    Effect.gen(function* () {
-      const results: Array<SentEntry | undefined> = entries.map(() => undefined)
-      let pending = entries.map((_, index) => index)
-      for (let attempt = 0; pending.length > 0; attempt++) {
-        const last = attempt + 1 >= settings.entryAttempts
-        const sent = pending
-        const out = yield* call("SendMessageBatch", () =>
-          client.send(
+  const sendOne = (info: QueueInfo, entry: OutEntry, operation: string): Effect.Effect<SentEntry, BrokerError> =>
+    Effect.tryPromise({
+      // method syntax: no function object named per call
+      try() {
+        return client.send(
+          new SendMessageCommand({
+            QueueUrl: info.url,
+            MessageBody: entry.body,
+            ...(entry.attributes !== undefined ? { MessageAttributes: entry.attributes } : {}),
+            ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0 ? { DelaySeconds: entry.delaySeconds } : {}),
+            ...(entry.groupId !== undefined ? { MessageGroupId: entry.groupId } : {}),
+            ...(entry.dedupId !== undefined ? { MessageDeduplicationId: entry.dedupId } : {})
+          })
+        )
+      },
+      catch: sendFailure(info, "SendMessage", operation)
+    }).pipe(Effect.map((out): SentEntry => ({ messageId: out.MessageId ?? "", sequenceNumber: out.SequenceNumber })))
+
+  /**
+   * One `SendMessageBatch` of the entries at `sent` (positions in `entries`), filling `results`.
+   * Entries SQS reports as failed without a sender fault (or throttled) are sent again, alone, up
+   * to `entryAttempts` in all. (A function of `make`, not a closure per call: it runs per batch.)
+   */
+  function sendBatchAttempt(
+    info: QueueInfo,
+    entries: ReadonlyArray<OutEntry>,
+    operation: string,
+    results: Array<SentEntry | undefined>,
+    sent: ReadonlyArray<number>,
+    count: number
+  ): Effect.Effect<Array<SentEntry>, BrokerError> {
+    return Effect.flatMap(
+      Effect.tryPromise({
+        try() {
+          return client.send(
             new SendMessageBatchCommand({
-              QueueUrl: url,
+              QueueUrl: info.url,
               Entries: sent.map((index, position) => {
                 const entry = entries[index]!
                 return {
                   Id: String(position),
                   MessageBody: entry.body,
-                  MessageAttributes: entry.attributes,
+                  ...(entry.attributes !== undefined ? { MessageAttributes: entry.attributes } : {}),
                   ...(entry.delaySeconds !== undefined && entry.delaySeconds > 0
                     ? { DelaySeconds: entry.delaySeconds }
                     : {}),
@@ -418,13 +524,26 @@ export const make = (settings: Settings): Broker.BrokerShape => {
               })
             })
           )
-        ).pipe(mapped("SendMessageBatch"))
-        const failed = new Map((out.Failed ?? []).map((entry) => [entry.Id, entry]))
-        for (const ok of out.Successful ?? []) {
+        },
+        catch: sendFailure(info, "SendMessageBatch", operation)
+      }),
+      (out) => {
+        const last = count + 1 >= settings.entryAttempts
+        const successful = out.Successful ?? []
+        for (const ok of successful) {
           const index = sent[Number(ok.Id)]
-          if (index !== undefined) results[index] = { messageId: ok.MessageId ?? "", sequenceNumber: ok.SequenceNumber }
+          if (index !== undefined) {
+            results[index] = { messageId: ok.MessageId ?? "", sequenceNumber: ok.SequenceNumber }
+          }
         }
-        pending = []
+        // the common case: every entry accepted
+        if (successful.length === sent.length && (out.Failed === undefined || out.Failed.length === 0)) {
+          let complete = true
+          for (const index of sent) if (results[index] === undefined) complete = false
+          if (complete) return Effect.succeed(results as Array<SentEntry>)
+        }
+        const failed = new Map((out.Failed ?? []).map((entry) => [entry.Id, entry]))
+        const pending: Array<number> = []
         for (const [position, index] of sent.entries()) {
           if (results[index] !== undefined) continue
           const entry = failed.get(String(position))
@@ -432,10 +551,10 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           const reason = entryReason(entry?.Code, entry?.Message, senderFault)
           // SenderFault true: the request itself is wrong and would fail again
           if (last || (senderFault && reason !== "Throttled")) {
-            return yield* Effect.fail(
+            return Effect.fail(
               brokerError(
                 reason,
-                "SendMessageBatch",
+                operation,
                 `SQS SendMessageBatch entry failed at ${endpointLabel}: ${entry?.Code ?? "no result for entry"}${
                   senderFault ? " (sender fault)" : ""
                 }`
@@ -444,75 +563,103 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           }
           pending.push(index)
         }
-        if (pending.length > 0) yield* backoff(attempt)
+        return pending.length === 0
+          ? Effect.succeed(results as Array<SentEntry>)
+          : Effect.andThen(backoff(count), sendBatchAttempt(info, entries, operation, results, pending, count + 1))
       }
-      return results as Array<SentEntry>
-    })
-
-  /** Send entries: batches of ≤ 10 and ≤ the byte budget, run concurrently (bounded). Results in input order. */
-  const sendEntries = (info: QueueInfo, given: ReadonlyArray<OutEntry>, operation: string) =>
-    Effect.gen(function* () {
-      const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
-      // copied only where something had to be escaped
-      const entries = given.map((entry): OutEntry => {
-        const body = safe(entry.body)
-        let attributes = entry.attributes
-        for (const name in entry.attributes) {
-          const value = entry.attributes[name]!
-          if (value.StringValue === undefined) continue
-          const text = safe(value.StringValue)
-          if (text === value.StringValue) continue
-          if (attributes === entry.attributes) attributes = { ...entry.attributes }
-          attributes[name] = { ...value, StringValue: text }
-        }
-        return body === entry.body && attributes === entry.attributes ? entry : { ...entry, body, attributes }
-      })
-      const sizes = entries.map((entry) => messageSize(entry.body, entry.attributes))
-      for (const size of sizes) {
-        if (size > info.maxMessageBytes) {
-          return yield* Effect.fail(
-            brokerError(
-              "PayloadTooLarge",
-              operation,
-              `message of ${size} bytes (body and attributes) exceeds the queue's MaximumMessageSize of ${info.maxMessageBytes} bytes`
-            )
-          )
-        }
-      }
-      const batches = chunk(sizes, settings.maxBatchBytes)
-      // FIFO: a group spread over several batches must be sent batch after batch to keep its order
-      let concurrency = settings.sendConcurrency
-      if (info.fifo && batches.length > 1) {
-        const batchOfGroup = new Map<string | undefined, number>()
-        batches.forEach((indexes, batch) => {
-          for (const index of indexes) {
-            const group = entries[index]!.groupId
-            const previous = batchOfGroup.get(group)
-            if (previous !== undefined && previous !== batch) concurrency = 1
-            batchOfGroup.set(group, batch)
-          }
-        })
-      }
-      const sendIndexes = (indexes: ReadonlyArray<number>) =>
-        indexes.length === 1 && sizes[indexes[0]!]! > settings.maxBatchBytes
-          ? Effect.map(sendOne(info.url, entries[indexes[0]!]!), (result) => [result])
-          : sendBatch(
-              info.url,
-              indexes.map((index) => entries[index]!)
-            )
-      // one batch (every single send): no fan-out machinery
-      if (batches.length === 1) return yield* sendIndexes(batches[0]!)
-      const parts = yield* Effect.forEach(batches, sendIndexes, { concurrency })
-      const results: Array<SentEntry> = new Array(entries.length)
-      batches.forEach((indexes, batch) =>
-        indexes.forEach((index, position) => (results[index] = parts[batch]![position]!))
-      )
-      return results
-    }).pipe(
-      forgetOnMissing(info.name),
-      // `operation` is the contract call (send, retry, deadLetter…); the message names the SQS call
-      Effect.mapError((error) => brokerError(error.reason, operation, error.message))
     )
+  }
+
+  /** Send the entries at `indexes` in one call; results in their order. */
+  function sendIndexes(
+    info: QueueInfo,
+    entries: ReadonlyArray<OutEntry>,
+    indexes: ReadonlyArray<number>,
+    operation: string
+  ): Effect.Effect<ReadonlyArray<SentEntry>, BrokerError> {
+    // a lone message (every single enqueue, retry and dead letter) goes through SendMessage: the
+    // same guarantees (an answer is an acceptance; the SDK retries throttling and 5xx), a lighter
+    // call than a batch of one. So does a message over the batch budget.
+    if (indexes.length === 1) {
+      return Effect.map(sendOne(info, entries[indexes[0]!]!, operation), (result) => [result])
+    }
+    const batch = indexes.length === entries.length ? entries : indexes.map((index) => entries[index]!)
+    return sendBatchAttempt(
+      info,
+      batch,
+      operation,
+      new Array(batch.length),
+      batch.map((_, index) => index),
+      0
+    )
+  }
+
+  /**
+   * Send entries: batches of ≤ 10 and ≤ the byte budget, run concurrently (bounded). Results in
+   * input order. Plain code up to the calls: it runs once per send, and a single send is common.
+   */
+  const sendEntries = (
+    info: QueueInfo,
+    given: ReadonlyArray<OutEntry>,
+    operation: string
+  ): Effect.Effect<ReadonlyArray<SentEntry>, BrokerError> => {
+    const escapeSupplementary = settings.escapeSupplementary
+    // copied only where something had to be escaped
+    const entries = given.map((entry): OutEntry => {
+      const body = safeBody(entry.body, escapeSupplementary)
+      const original = entry.attributes
+      let copied: Record<string, MessageAttributeValue> | undefined
+      if (original !== undefined) {
+        for (const name in original) {
+          const value = original[name]!
+          if (value.StringValue === undefined) continue
+          const text = safeBody(value.StringValue, escapeSupplementary)
+          if (text === value.StringValue) continue
+          copied ??= { ...original }
+          copied[name] = { ...value, StringValue: text }
+        }
+      }
+      return body === entry.body && copied === undefined ? entry : { ...entry, body, attributes: copied ?? original }
+    })
+    const sizes = entries.map((entry) => messageSize(entry.body, entry.attributes))
+    for (const size of sizes) {
+      if (size > info.maxMessageBytes) {
+        return Effect.fail(
+          brokerError(
+            "PayloadTooLarge",
+            operation,
+            `message of ${size} bytes (body and attributes) exceeds the queue's MaximumMessageSize of ${info.maxMessageBytes} bytes`
+          )
+        )
+      }
+    }
+    const batches = chunk(sizes, settings.maxBatchBytes)
+    // one batch (every single send): no fan-out machinery
+    if (batches.length === 1) return sendIndexes(info, entries, batches[0]!, operation)
+    // FIFO: a group spread over several batches must be sent batch after batch to keep its order
+    let concurrency = settings.sendConcurrency
+    if (info.fifo) {
+      const batchOfGroup = new Map<string | undefined, number>()
+      batches.forEach((indexes, batch) => {
+        for (const index of indexes) {
+          const group = entries[index]!.groupId
+          const previous = batchOfGroup.get(group)
+          if (previous !== undefined && previous !== batch) concurrency = 1
+          batchOfGroup.set(group, batch)
+        }
+      })
+    }
+    return Effect.map(
+      Effect.forEach(batches, (indexes) => sendIndexes(info, entries, indexes, operation), { concurrency }),
+      (parts) => {
+        const results: Array<SentEntry> = new Array(entries.length)
+        batches.forEach((indexes, batch) =>
+          indexes.forEach((index, position) => (results[index] = parts[batch]![position]!))
+        )
+        return results
+      }
+    )
+  }
 
   // FIFO duplicate detection: SQS accepts a duplicate silently and answers with the first message's
   // id, so a repeated (dedup id → message id) pair seen within the 5-minute window is a duplicate.
@@ -528,26 +675,28 @@ export const make = (settings: Settings): Broker.BrokerShape => {
     return false
   }
 
-  const sendOnce: Broker.BrokerShape["send"] = (queue, messages) =>
-    Effect.gen(function* () {
-      if (messages.length === 0) return []
-      const info = yield* resolveExisting("send", queue)
-      const entries: Array<OutEntry> = []
-      for (const message of messages) {
-        if (info.fifo && message.delay > 0) {
-          return yield* Effect.fail(
-            brokerError("Unknown", "send", "SQS FIFO queues take no per-message delay (capabilities.maxDelay is 0)")
-          )
-        }
-        entries.push({
-          body: message.body,
-          attributes: { [attr.id]: stringAttribute(message.id) },
-          ...(info.fifo
-            ? { groupId: fifoId(message.group ?? message.id), dedupId: fifoId(message.id) }
-            : { delaySeconds: seconds(message.delay, maxDelaySeconds) })
-        })
+  /** Build the entries and send them to a resolved queue. */
+  const sendTo = (
+    info: QueueInfo,
+    messages: ReadonlyArray<Broker.OutgoingMessage>
+  ): Effect.Effect<ReadonlyArray<Broker.SendResult>, BrokerError> => {
+    const entries: Array<OutEntry> = new Array(messages.length)
+    for (let i = 0; i < messages.length; i++) {
+      const message = messages[i]!
+      if (info.fifo && message.delay > 0) {
+        return Effect.fail(
+          brokerError("Unknown", "send", "SQS FIFO queues take no per-message delay (capabilities.maxDelay is 0)")
+        )
       }
-      const sent = yield* sendEntries(info, entries, "send")
+      entries[i] = {
+        body: message.body,
+        attributes: idAttributes(message.body, message.id),
+        ...(info.fifo
+          ? { groupId: fifoId(message.group ?? message.id), dedupId: fifoId(message.id) }
+          : { delaySeconds: seconds(message.delay, maxDelaySeconds) })
+      }
+    }
+    return Effect.map(sendEntries(info, entries, "send"), (sent) => {
       const now = Date.now()
       return messages.map(
         (message, index): Broker.SendResult =>
@@ -556,6 +705,10 @@ export const make = (settings: Settings): Broker.BrokerShape => {
             : { id: message.id, duplicate: false }
       )
     })
+  }
+
+  const sendOnce: Broker.BrokerShape["send"] = (queue, messages) =>
+    Effect.flatMap(resolveExisting("send", queue), (info) => sendTo(info, messages))
 
   // ---------------------------------------------------------------- take and deliveries
 
@@ -578,171 +731,216 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       Effect.orElseSucceed(() => undefined)
     )
 
-  const makeDelivery = (info: QueueInfo, message: Message): Broker.Delivery => {
-    const messageId = message.MessageId ?? ""
-    const ownHandle = message.ReceiptHandle ?? ""
-    const body = message.Body ?? ""
-    const id = message.MessageAttributes?.[attr.id]?.StringValue ?? messageId
-    const group = message.Attributes?.MessageGroupId
-    const sentAt = Number(message.Attributes?.SentTimestamp ?? Date.now())
-    const lock = Semaphore.makeUnsafe(1)
-    let settled = false
-    // a retry/deadLetter whose replacement was sent but whose delete failed: later settles only delete
-    let replaced = false
-    // deletes use the latest handle this process holds (SQS only honours the newest); visibility
-    // changes use this delivery's own, so a stale holder never moves another holder's lease
-    const handle = () => latestHandle(info.url, messageId, ownHandle)
+  /** What one delivery knows and has done; shared by its settle operations. */
+  interface DeliveryState {
+    readonly info: QueueInfo
+    readonly message: Message
+    readonly messageId: string
+    readonly ownHandle: string
+    readonly body: string
+    readonly id: string
+    readonly lock: Semaphore.Semaphore
+    settled: boolean
+    /** A retry/deadLetter whose replacement was sent but whose delete failed: later settles only delete. */
+    replaced: boolean
+  }
 
-    const once = (effect: Effect.Effect<void, BrokerError>) =>
-      lock.withPermits(1)(
-        Effect.suspend(() =>
-          settled
-            ? Effect.void
-            : Effect.tap(effect, () =>
-                Effect.sync(() => {
-                  settled = true
-                })
-              )
-        )
-      )
+  // Settle helpers live here, not in each delivery: a delivery is made per received message, so
+  // it holds only its state and thin methods (no per-delivery closures or prebuilt effects).
 
-    const removeOriginal = (operation: string) =>
-      deleteMessage(info.url, messageId, handle()).pipe(
-        Effect.mapError((error) => brokerError(error.reason, operation, error.message))
-      )
-
-    const replaceWith = (operation: string, send: Effect.Effect<unknown, BrokerError>) =>
-      Effect.gen(function* () {
-        if (!replaced) {
-          yield* send
-          replaced = true
-        }
-        yield* removeOriginal(operation)
-      })
-
-    const ack = once(removeOriginal("ack"))
-
-    const retry = (options: { readonly body: string; readonly delay: number }) =>
-      once(
-        Effect.gen(function* () {
-          if (replaced) return yield* removeOriginal("retry")
-          if (info.fifo && options.body === body) {
-            // unchanged body (a delay hop): keep the message and hide it, the only per-message delay FIFO has
-            const notBefore = yield* notBeforeOf(body)
-            const wanted = Math.max(options.delay, notBefore === undefined ? 0 : notBefore - Date.now())
-            const timeout = seconds(wanted, maxVisibilitySeconds)
-            const ageSeconds = (Date.now() - sentAt) / 1000
-            // past the retention period SQS drops the message even while hidden: re-send it instead
-            if (ageSeconds + timeout < info.retentionSeconds - 3600) {
-              return yield* changeVisibility("retry", info.url, ownHandle, timeout).pipe(
-                Effect.mapError((e) => e.error),
-                Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
-              )
-            }
-          }
-          const entry: OutEntry = {
-            body: options.body,
-            attributes: { [attr.id]: stringAttribute(id) },
-            ...(info.fifo
-              ? { groupId: group ?? fifoId(id), dedupId: fifoId(`r-${messageId}`) }
-              : { delaySeconds: seconds(options.delay, maxDelaySeconds) })
-          }
-          yield* replaceWith("retry", sendEntries(info, [entry], "retry"))
-        })
-      )
-
-    const deadLetter = (record: Broker.DeadLetterRecord) =>
-      once(
-        Effect.gen(function* () {
-          if (replaced) return yield* removeOriginal("deadLetter")
-          const dlq = yield* resolveDeadLetter("deadLetter", info.name, true)
-          if (dlq === undefined) {
-            return yield* Effect.fail(
-              brokerError(
-                "NotFound",
-                "deadLetter",
-                `SQS dead-letter queue of ${info.name} does not exist (createQueues is off)`
-              )
-            )
-          }
-          const attributes: Record<string, MessageAttributeValue> = {
-            [attr.id]: stringAttribute(id),
-            [attr.reason]: stringAttribute(record.reason),
-            [attr.attempts]: numberAttribute(record.attempts),
-            [attr.failedAt]: numberAttribute(record.failedAt),
-            [attr.source]: stringAttribute(messageId)
-          }
-          // the error text is cut so that body and attributes fit the dead-letter queue's size limit
-          const safe = (text: string) => safeBody(text, settings.escapeSupplementary)
-          const budget = dlq.maxMessageBytes - messageSize(safe(record.body), attributes) - attr.error.length - 6 - 8
-          attributes[attr.error] = stringAttribute(
-            truncateUtf8(record.error.length === 0 ? "-" : safe(record.error), Math.max(1, budget))
-          )
-          const entry: OutEntry = {
-            body: record.body.length === 0 ? " " : record.body,
-            attributes,
-            ...(dlq.fifo ? { groupId: fifoId(`dlq-${messageId}`), dedupId: fifoId(`d-${messageId}`) } : {})
-          }
-          yield* replaceWith("deadLetter", sendEntries(dlq, [entry], "deadLetter"))
-        })
-      )
-
-    const extendLease = (ms: number) =>
-      lock.withPermits(1)(
-        Effect.suspend(() =>
-          settled
-            ? Effect.void
-            : changeVisibility("extendLease", info.url, ownHandle, seconds(ms, maxVisibilitySeconds)).pipe(
-                Effect.mapError((e) =>
-                  e.stale
-                    ? brokerError("NotFound", "extendLease", "the lease was lost: the message is no longer in flight")
-                    : e.error
-                )
-              )
-        )
-      )
-
-    const release = once(
+  /** Run `effect` unless the delivery is settled already; mark it settled when it succeeds. */
+  function settleOnce(state: DeliveryState, effect: () => Effect.Effect<void, BrokerError>) {
+    return state.lock.withPermits(1)(
       Effect.suspend(() =>
-        replaced
-          ? removeOriginal("release")
-          : changeVisibility("release", info.url, ownHandle, 0).pipe(
-              // no longer in flight: it is visible again already
-              Effect.catchIf(
-                (e) => e.stale,
-                () => Effect.void
-              ),
-              Effect.mapError((e) => e.error),
-              Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
+        state.settled
+          ? Effect.void
+          : Effect.map(effect(), () => {
+              state.settled = true
+            })
+      )
+    )
+  }
+
+  /**
+   * Delete the original message. Deletes use the latest handle this process holds (SQS only
+   * honours the newest); visibility changes use the delivery's own, so a stale holder never
+   * moves another holder's lease.
+   */
+  function removeOriginal(state: DeliveryState, operation: string) {
+    return deleteMessage(
+      state.info.url,
+      state.messageId,
+      latestHandle(state.info.url, state.messageId, state.ownHandle),
+      operation
+    )
+  }
+
+  function replaceWith(state: DeliveryState, operation: string, send: Effect.Effect<unknown, BrokerError>) {
+    return state.replaced
+      ? removeOriginal(state, operation)
+      : Effect.flatMap(send, () => {
+          state.replaced = true
+          return removeOriginal(state, operation)
+        })
+  }
+
+  function retryDelivery(state: DeliveryState, options: { readonly body: string; readonly delay: number }) {
+    const { info, messageId, ownHandle, body, id } = state
+    return Effect.gen(function* () {
+      if (state.replaced) return yield* removeOriginal(state, "retry")
+      if (info.fifo && options.body === body) {
+        // unchanged body (a delay hop): keep the message and hide it, the only per-message delay FIFO has
+        const notBefore = yield* notBeforeOf(body)
+        const wanted = Math.max(options.delay, notBefore === undefined ? 0 : notBefore - Date.now())
+        const timeout = seconds(wanted, maxVisibilitySeconds)
+        const sentAt = Number(state.message.Attributes?.SentTimestamp ?? Date.now())
+        const ageSeconds = (Date.now() - sentAt) / 1000
+        // past the retention period SQS drops the message even while hidden: re-send it instead
+        if (ageSeconds + timeout < info.retentionSeconds - 3600) {
+          return yield* changeVisibility("retry", info.url, ownHandle, timeout).pipe(
+            Effect.mapError((e) => e.error),
+            Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
+          )
+        }
+      }
+      const entry: OutEntry = {
+        body: options.body,
+        attributes: idAttributes(options.body, id),
+        ...(info.fifo
+          ? { groupId: state.message.Attributes?.MessageGroupId ?? fifoId(id), dedupId: fifoId(`r-${messageId}`) }
+          : { delaySeconds: seconds(options.delay, maxDelaySeconds) })
+      }
+      yield* replaceWith(state, "retry", sendEntries(info, [entry], "retry"))
+    })
+  }
+
+  function deadLetterDelivery(state: DeliveryState, record: Broker.DeadLetterRecord) {
+    const { info, messageId, id } = state
+    return Effect.gen(function* () {
+      if (state.replaced) return yield* removeOriginal(state, "deadLetter")
+      const dlq = yield* resolveDeadLetter("deadLetter", info.name, true)
+      if (dlq === undefined) {
+        return yield* Effect.fail(
+          brokerError(
+            "NotFound",
+            "deadLetter",
+            `SQS dead-letter queue of ${info.name} does not exist (createQueues is off)`
+          )
+        )
+      }
+      const attributes: Record<string, MessageAttributeValue> = {
+        [attr.id]: stringAttribute(id),
+        [attr.reason]: stringAttribute(record.reason),
+        [attr.attempts]: numberAttribute(record.attempts),
+        [attr.failedAt]: numberAttribute(record.failedAt),
+        [attr.source]: stringAttribute(messageId)
+      }
+      // the error text is cut so that body and attributes fit the dead-letter queue's size limit
+      const safeRecordBody = safeBody(record.body, settings.escapeSupplementary)
+      const budget = dlq.maxMessageBytes - messageSize(safeRecordBody, attributes) - attr.error.length - 6 - 8
+      attributes[attr.error] = stringAttribute(
+        truncateUtf8(
+          record.error.length === 0 ? "-" : safeBody(record.error, settings.escapeSupplementary),
+          Math.max(1, budget)
+        )
+      )
+      const entry: OutEntry = {
+        body: record.body.length === 0 ? " " : record.body,
+        attributes,
+        ...(dlq.fifo ? { groupId: fifoId(`dlq-${messageId}`), dedupId: fifoId(`d-${messageId}`) } : {})
+      }
+      yield* replaceWith(state, "deadLetter", sendEntries(dlq, [entry], "deadLetter"))
+    })
+  }
+
+  function extendDeliveryLease(state: DeliveryState, ms: number) {
+    return state.lock.withPermits(1)(
+      Effect.suspend(() =>
+        state.settled
+          ? Effect.void
+          : changeVisibility("extendLease", state.info.url, state.ownHandle, seconds(ms, maxVisibilitySeconds)).pipe(
+              Effect.mapError((e) =>
+                e.stale
+                  ? brokerError("NotFound", "extendLease", "the lease was lost: the message is no longer in flight")
+                  : e.error
+              )
             )
       )
     )
+  }
 
+  function releaseDelivery(state: DeliveryState) {
+    const { info, messageId, ownHandle } = state
+    return state.replaced
+      ? removeOriginal(state, "release")
+      : changeVisibility("release", info.url, ownHandle, 0).pipe(
+          // no longer in flight: it is visible again already
+          Effect.catchIf(
+            (e) => e.stale,
+            () => Effect.void
+          ),
+          Effect.mapError((e) => e.error),
+          Effect.tap(() => Effect.sync(() => forgetHandle(info.url, messageId, ownHandle)))
+        )
+  }
+
+  function makeDelivery(info: QueueInfo, message: Message): Broker.Delivery {
+    const messageId = message.MessageId ?? ""
+    const body = message.Body ?? ""
+    const state: DeliveryState = {
+      info,
+      message,
+      messageId,
+      ownHandle: message.ReceiptHandle ?? "",
+      body,
+      id: message.MessageAttributes?.[attr.id]?.StringValue ?? idInBody(body) ?? messageId,
+      lock: Semaphore.makeUnsafe(1),
+      settled: false,
+      replaced: false
+    }
+    // methods and getters, not arrow properties: settle effects are built only when used
     return {
-      id,
+      id: state.id,
       body,
       receiveCount: Number(message.Attributes?.ApproximateReceiveCount ?? 1),
-      ack,
-      retry,
-      deadLetter,
-      extendLease,
-      release
+      get ack() {
+        return settleOnce(state, () => removeOriginal(state, "ack"))
+      },
+      retry(options) {
+        return settleOnce(state, () => retryDelivery(state, options))
+      },
+      deadLetter(record) {
+        return settleOnce(state, () => deadLetterDelivery(state, record))
+      },
+      extendLease(ms) {
+        return extendDeliveryLease(state, ms)
+      },
+      get release() {
+        return settleOnce(state, () => releaseDelivery(state))
+      }
     }
   }
 
-  const receive = (info: QueueInfo, max: number, visibility: number, wait: number) =>
-    callAbortable("ReceiveMessage", (abortSignal) =>
-      client.send(
-        new ReceiveMessageCommand({
-          QueueUrl: info.url,
-          MaxNumberOfMessages: Math.max(1, Math.min(maxBatchEntries, max)),
-          VisibilityTimeout: visibility,
-          WaitTimeSeconds: wait,
-          MessageSystemAttributeNames: ["All"],
-          MessageAttributeNames: ["All"]
-        }),
-        { abortSignal }
-      )
+  // only what deliveries and dead-letter entries read: every attribute more is parsed per message
+  const standardSystemAttributes: Array<MessageSystemAttributeName> = ["ApproximateReceiveCount", "SentTimestamp"]
+  const fifoSystemAttributes: Array<MessageSystemAttributeName> = [...standardSystemAttributes, "MessageGroupId"]
+
+  const receive = (info: QueueInfo, max: number, visibility: number, wait: number) => {
+    const input = {
+      QueueUrl: info.url,
+      MaxNumberOfMessages: Math.max(1, Math.min(maxBatchEntries, max)),
+      VisibilityTimeout: visibility,
+      WaitTimeSeconds: wait,
+      MessageSystemAttributeNames: info.fifo ? fifoSystemAttributes : standardSystemAttributes,
+      MessageAttributeNames: ["All"]
+    }
+    // a short poll answers at once: no abort signal, which would empty the SDK's middleware cache
+    return (
+      wait === 0
+        ? call("ReceiveMessage", () => client.send(new ReceiveMessageCommand(input)))
+        : callAbortable("ReceiveMessage", (abortSignal) =>
+            settings.pollClient.send(new ReceiveMessageCommand(input), { abortSignal })
+          )
     ).pipe(
       Effect.map((out) => {
         const messages = out.Messages ?? []
@@ -755,6 +953,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       }),
       forgetOnMissing(info.name)
     )
+  }
 
   /** Standard queues whose last take came back full: their next take polls in parallel. */
   const busy = new Set<string>()
@@ -814,7 +1013,20 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       return run().pipe(Effect.catchIf((error) => wasCached && error.reason === "NotFound" && !queues.has(queue), run))
     })
 
-  const send: Broker.BrokerShape["send"] = (queue, messages) => reresolving(queue, () => sendOnce(queue, messages))
+  const send: Broker.BrokerShape["send"] = (queue, messages) => {
+    if (messages.length === 0) return Effect.succeed([])
+    const cached = queues.get(queue)
+    // the common case, kept short: a known queue (a stale URL is forgotten by the failed call,
+    // then resolved again once, as `reresolving` does)
+    if (cached !== undefined) {
+      return Effect.catchIf(
+        sendTo(cached, messages),
+        (error) => error.reason === "NotFound" && !queues.has(queue),
+        () => sendOnce(queue, messages)
+      )
+    }
+    return reresolving(queue, () => sendOnce(queue, messages))
+  }
 
   const take: Broker.BrokerShape["take"] = (queue, options) => reresolving(queue, () => takeOnce(queue, options))
 
@@ -837,7 +1049,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
       reasonText === "unrecoverable" || reasonText === "undecodable" ? reasonText : "exhausted"
     const receiveCount = Number(message.Attributes?.ApproximateReceiveCount ?? 0)
     return {
-      id: attributes[attr.id]?.StringValue ?? message.MessageId ?? "",
+      id: attributes[attr.id]?.StringValue ?? idInBody(message.Body ?? "") ?? message.MessageId ?? "",
       body: message.Body ?? "",
       reason,
       // without our attributes the message was moved by the queue's own RedrivePolicy
@@ -1011,7 +1223,7 @@ export const make = (settings: Settings): Broker.BrokerShape => {
               const out = options.prepare(toEntry(message))
               return {
                 body: out.body,
-                attributes: { [attr.id]: stringAttribute(out.id) },
+                attributes: idAttributes(out.body, out.id),
                 ...(info.fifo
                   ? {
                       groupId: fifoId(out.group ?? out.id),
@@ -1067,8 +1279,8 @@ export const make = (settings: Settings): Broker.BrokerShape => {
           Effect.catchIf(isQueueMissing, () => Effect.void),
           mapped("deleteQueue")
         )
+        handles.delete(url)
         const prefix = `${url}\n`
-        for (const key of handles.keys()) if (key.startsWith(prefix)) handles.delete(key)
         for (const key of seen.keys()) if (key.startsWith(prefix)) seen.delete(key)
       }
     })
