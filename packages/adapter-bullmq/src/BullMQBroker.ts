@@ -39,6 +39,17 @@ export const capabilities: Broker.Capabilities = {
 }
 
 /**
+ * The capabilities of a broker made with these options: `capabilities`, with `priorities: false`
+ * when the `priorities` option is `false`.
+ *
+ * @since 0.1.0
+ */
+export const capabilitiesFor = (options: Pick<Options, "priorities"> = {}): Broker.Capabilities =>
+  options.priorities === false ? withoutPriorities : capabilities
+
+const withoutPriorities: Broker.Capabilities = { ...capabilities, priorities: false }
+
+/**
  * What to do when Redis' `maxmemory-policy` is not `noeviction` (eviction silently deletes jobs).
  *
  * @since 0.1.0
@@ -76,6 +87,14 @@ export interface Options {
    * lease runs out). Default: half the first lease asked for, between 250 ms and 30 s.
    */
   readonly stalledInterval?: number | undefined
+  /**
+   * Whether a job's priority orders delivery. Default `true`: every job is added to BullMQ's
+   * prioritized set. `false` adds every job to BullMQ's plain wait list (cheaper in Redis per add
+   * and per fetch; delivery in enqueue order, priority ignored) and the broker declares
+   * `priorities: false`. All processes using a queue must agree: BullMQ serves the plain list
+   * before any prioritized job.
+   */
+  readonly priorities?: boolean | undefined
 }
 
 /**
@@ -225,6 +244,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       return yield* new Errors.InvalidOption({ option: "keepCompleted", reason: "must be a non-negative integer" })
     }
     if (options.stalledInterval !== undefined) yield* Connection.positive("stalledInterval", options.stalledInterval, 0)
+    if (options.priorities !== undefined && typeof options.priorities !== "boolean") {
+      return yield* new Errors.InvalidOption({ option: "priorities", reason: "must be a boolean" })
+    }
+    const prioritized = options.priorities !== false
     const mode = options.evictionPolicy ?? "warn"
     if (mode !== "warn" && mode !== "refuse" && mode !== "ignore") {
       return yield* new Errors.InvalidOption({
@@ -269,6 +292,14 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       const waiters = fetchWaiters.get(queue)
       if (waiters !== undefined && waiters.length > 0) waiters.shift()!()
     }
+    // Takes blocked on a queue's marker. While one is, acks fetch no next job: the job would wait
+    // for a take that sleeps in Redis, and the take fetches it itself when the add's marker wakes it.
+    const markerWaits = new Map<string, number>()
+    // Queues whose last fetch found nothing: the next take blocks on the marker before it fetches
+    // (as BullMQ's worker does once drained). BullMQ's add, delay, promotion and stalled-check
+    // scripts set the marker, `wake` does after a release; a marker another process popped costs at
+    // most one wait's bound (2 s), as it does BullMQ's own worker.
+    const drained = new Set<string>()
     const idleBlocking: Array<Redis> = []
     const busyBlocking = new Set<Redis>()
     let workerClient: Redis | undefined
@@ -323,10 +354,14 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
      * stored per job: this adapter passes it to every finishing script, and its workers carry the
      * same setting.
      */
-    const jobOptions = (message: Broker.OutgoingMessage): { attempts: number; priority: number; delay?: number } =>
-      message.delay > 0
-        ? { attempts: 1, priority: toBullPriority(message.priority), delay: Math.ceil(message.delay) }
-        : { attempts: 1, priority: toBullPriority(message.priority) }
+    const jobOptions = (message: Broker.OutgoingMessage): { attempts: number; priority?: number; delay?: number } =>
+      prioritized
+        ? message.delay > 0
+          ? { attempts: 1, priority: toBullPriority(message.priority), delay: Math.ceil(message.delay) }
+          : { attempts: 1, priority: toBullPriority(message.priority) }
+        : message.delay > 0
+          ? { attempts: 1, delay: Math.ceil(message.delay) }
+          : { attempts: 1 }
 
     /**
      * The job as BullMQ's add scripts read it: what `Job.asJSON` gives for these options, without
@@ -510,7 +545,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         receiveCount: Math.max(1, live.attemptsStarted || 1),
         ack: settle(live, "ack", () => {
           const fetchNext =
-            !closing && (prefetched.get(queue)?.length ?? 0) + (fetching.get(queue) ?? 0) < (inFlight.get(queue) ?? 0)
+            !closing &&
+            (markerWaits.get(queue) ?? 0) === 0 &&
+            (prefetched.get(queue)?.length ?? 0) + (fetching.get(queue) ?? 0) < (inFlight.get(queue) ?? 0)
           if (!fetchNext) return complete(live, false)
           fetching.set(queue, (fetching.get(queue) ?? 0) + 1)
           return complete(live, true).then(
@@ -567,8 +604,20 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
                 })
               : Effect.void
           ),
-        release: settle(live, "release", () => worker.backend.moveJobFromActiveToWait(jobId, token))
+        release: settle(live, "release", () =>
+          worker.backend.moveJobFromActiveToWait(jobId, token).then(() => wake(queue))
+        )
       }
+    }
+
+    /**
+     * After a job went back to wait: BullMQ's script sets the marker only for a job without
+     * priority, so with priorities blocked takes (here and in other processes) are woken here. A
+     * marker too many only costs a fetch that finds nothing.
+     */
+    const wake = (queue: string): Promise<unknown> => {
+      drained.delete(queue)
+      return prioritized ? client.zadd(queueKeys(prefix, queue).marker, 0, "0").catch(noop) : Promise.resolve()
     }
 
     const deliver = (live: Live): Broker.Delivery => {
@@ -584,7 +633,9 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       outstanding.delete(live)
       return live.worker.backend
         .moveJobFromActiveToWait(live.jobId, live.token)
-        .then(() => client.eval(uncountScript, 1, `${prefix}:${live.queue}:${live.jobId}`))
+        .then(() =>
+          Promise.all([client.eval(uncountScript, 1, `${prefix}:${live.queue}:${live.jobId}`), wake(live.queue)])
+        )
         .catch(noop)
     }
 
@@ -633,7 +684,12 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
     /** When the next delayed job of a queue is due, as BullMQ's moveToActive last reported it. */
     const nextDue = new Map<string, number>()
 
-    const fetchJobs = (worker: Worker, queue: string, max: number, lease: number) =>
+    /**
+     * Lock up to `max` jobs: batches of 1, 2, 4… until `max` or a batch comes back short (then the
+     * queue is drained). `firstOnly`: return the first jobs found at once (a take woken by the
+     * marker: the queue was empty a moment ago, and the job should start without another round trip).
+     */
+    const fetchJobs = (worker: Worker, queue: string, max: number, lease: number, firstOnly: boolean) =>
       Effect.uninterruptible(
         redis("take", async () => {
           // The lease is read by BullMQ's moveToActive from the worker options at each call.
@@ -661,6 +717,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
               nextDue.set(queue, Math.max(0, Number(delayUntil) || 0))
               if (json == null || jobId == null) {
                 empty = true
+                drained.add(queue)
                 continue
               }
               const live: Live = {
@@ -676,7 +733,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
               outstanding.add(live)
               got.push(deliver(live))
             }
-            if (empty) break
+            if (empty || (firstOnly && got.length > 0)) break
             batch *= 2
           }
           return got
@@ -746,6 +803,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         catch: fail("take")
       })
 
+    /** Whether acks' fetches in flight that no take waits for yet are at least `max`. */
+    const pendingFetchesCover = (queue: string, max: number) =>
+      !closing && (fetching.get(queue) ?? 0) - (fetchWaiters.get(queue)?.length ?? 0) >= max
+
     /** Wait until an ack's fetch in flight settles (each settled fetch wakes one waiter). */
     const waitForFetch = (queue: string) =>
       Effect.callback<void>((resume) => {
@@ -759,18 +820,49 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         })
       })
 
-    /** Fetch, else block on the marker until `deadline`. */
+    /**
+     * Hand out jobs an ack fetched, else fetch, else block on the marker until `deadline`. A drained
+     * queue is not fetched before the wait (its marker says when a job comes), unless there is no
+     * time left to wait. Never blocks on the marker while an ack's fetch is in flight: its job would
+     * go unseen.
+     */
     const fetchOrWait = (queue: string, worker: Worker, max: number, lease: number, wait: number, deadline: number) =>
       Effect.gen(function* () {
+        let woken = false
         while (true) {
-          const jobs = yield* fetchJobs(worker, queue, max, lease)
-          if (jobs.length > 0 || closing) return jobs
+          const ready = takePrefetched(queue, max)
+          if (ready.length > 0) return ready
+          // Acks fetching jobs nobody else waits for, enough of them for this take: wait for them
+          // rather than spend scripts of our own (the usual case: a worker takes again as soon as a
+          // handler ends, before its ack is back). A take that wants more fetches its own.
+          if (pendingFetchesCover(queue, max)) {
+            yield* waitForFetch(queue)
+            continue
+          }
           const now = Date.now()
-          if (now >= deadline) return jobs
+          if (!drained.has(queue) || now >= deadline || closing) {
+            const jobs = yield* fetchJobs(worker, queue, max, lease, woken)
+            if (jobs.length > 0 || closing || Date.now() >= deadline) return jobs
+          }
+          // never sleep in Redis while an ack brings a job
+          if (pendingFetchesCover(queue, 1)) {
+            yield* waitForFetch(queue)
+            continue
+          }
           const due = nextDue.get(queue) ?? 0
-          let until = Math.min(deadline, now + maxBlockMs)
-          if (due > now) until = Math.min(until, due)
-          yield* waitForMarker(queue, Math.max(1, until - now))
+          const from = Date.now()
+          let until = Math.min(deadline, from + maxBlockMs)
+          if (due > from) until = Math.min(until, due)
+          markerWaits.set(queue, (markerWaits.get(queue) ?? 0) + 1)
+          yield* Effect.ensuring(
+            waitForMarker(queue, Math.max(1, until - from)),
+            Effect.sync(() => {
+              markerWaits.set(queue, (markerWaits.get(queue) ?? 1) - 1)
+              // woken by a marker or by the time bound: either way, fetch before blocking again
+              drained.delete(queue)
+            })
+          )
+          woken = true
         }
       }).pipe(
         Effect.catchTag("BrokerError", (error) =>
@@ -789,11 +881,8 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         const ready = takePrefetched(queue, max)
         if (ready.length > 0) return Effect.succeed(ready)
         const deadline = Date.now() + Math.max(0, wait)
-        if ((fetching.get(queue) ?? 0) <= (fetchWaiters.get(queue)?.length ?? 0) || closing) {
-          return fetchOrWait(queue, worker, max, lease, wait, deadline)
-        }
-        // An ack is fetching a job nobody else waits for: wait for it rather than spend a script of
-        // our own (the usual case: a worker takes again as soon as a handler ends, before its ack is back).
+        if (!pendingFetchesCover(queue, max)) return fetchOrWait(queue, worker, max, lease, wait, deadline)
+        // the usual case under load, kept free of fetchOrWait's loop
         return Effect.flatMap(waitForFetch(queue), () => {
           const fetched = takePrefetched(queue, max)
           return fetched.length > 0 ? Effect.succeed(fetched) : fetchOrWait(queue, worker, max, lease, wait, deadline)
@@ -950,6 +1039,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         for (const live of outstanding) if (live.queue === queue) outstanding.delete(live)
         prefetched.delete(queue)
         inFlight.delete(queue)
+        drained.delete(queue)
       })
 
     // ---- shutdown --------------------------------------------------------------------------
@@ -966,7 +1056,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
         await bounded(
           Promise.all(
             [...outstanding].map((live) =>
-              live.worker.backend.moveJobFromActiveToWait(live.jobId, live.token).catch(noop)
+              live.worker.backend
+                .moveJobFromActiveToWait(live.jobId, live.token)
+                .then(() => wake(live.queue))
+                .catch(noop)
             )
           ),
           3000
@@ -985,7 +1078,7 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
 
     return BullMQBroker.of({
       name: "bullmq",
-      capabilities,
+      capabilities: capabilitiesFor(options),
       prefix,
       endpoint,
       evictionPolicy,
