@@ -12,9 +12,13 @@ import * as Errand from "./errand.js"
 import { reasonOf, within } from "./harness.js"
 import type { Side } from "./side.js"
 
-export type AdapterName = "memory" | "bullmq" | "rabbitmq" | "sqs"
+export type AdapterName = "memory" | "bullmq" | "bullmq-fifo" | "rabbitmq" | "sqs"
 
-export const adapterNames: ReadonlyArray<AdapterName> = ["memory", "bullmq", "rabbitmq", "sqs"]
+/**
+ * `bullmq-fifo` is the BullMQ adapter with `priorities: false` (BullMQ's plain wait list, as the raw
+ * side uses it), against the same raw side: what an application that needs no priorities gets.
+ */
+export const adapterNames: ReadonlyArray<AdapterName> = ["memory", "bullmq", "bullmq-fifo", "rabbitmq", "sqs"]
 
 export interface Opened {
   readonly errand: Side
@@ -62,13 +66,16 @@ const openMemory = async (timeout: number): Promise<Opened> => {
   }
 }
 
-const openBullMQ = async (timeout: number): Promise<Opened> => {
+const openBullMQ = async (timeout: number, priorities: boolean): Promise<Opened> => {
   const Raw = await import("./raw/bullmq.js")
   const redisVersion = await within(Raw.serverVersion(redisUrl), 5000, "redis INFO").catch(
     unreachable("Redis", redisUrl)
   )
   const { BullMQBroker } = await import("@errand/adapter-bullmq")
-  const errand = await Errand.make(BullMQBroker.layer({ url: redisUrl, prefix: "bench-errand" }), timeout)
+  const errand = await Errand.make(
+    BullMQBroker.layer({ url: redisUrl, prefix: priorities ? "bench-errand" : "bench-errand-fifo", priorities }),
+    timeout
+  )
   let raw: Side | undefined
   try {
     raw = await Raw.make(redisUrl, timeout)
@@ -79,7 +86,7 @@ const openBullMQ = async (timeout: number): Promise<Opened> => {
   return {
     errand,
     raw,
-    rawLabel: "bullmq Queue / Worker",
+    rawLabel: priorities ? "bullmq Queue / Worker" : "bullmq Queue / Worker; Errand with `priorities: false`",
     versions: { redis: redisVersion },
     close: () => closeAll([errand, raw])
   }
@@ -203,7 +210,9 @@ export const open = (name: AdapterName, timeout: number): Promise<Opened> => {
     case "memory":
       return openMemory(timeout)
     case "bullmq":
-      return openBullMQ(timeout)
+      return openBullMQ(timeout, true)
+    case "bullmq-fifo":
+      return openBullMQ(timeout, false)
     case "rabbitmq":
       return openRabbitMQ(timeout)
     case "sqs":
