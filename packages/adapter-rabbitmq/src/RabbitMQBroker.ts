@@ -312,22 +312,6 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     }
   }
 
-  /** Until a delivery arrives on `consumer` or `ms` have passed. */
-  const arrival = (consumer: QueueConsumer, ms: number) =>
-    Effect.callback<void>((resume) => {
-      const cleanup = () => {
-        clearTimeout(timer)
-        unregister()
-      }
-      const done = () => {
-        cleanup()
-        resume(Effect.void)
-      }
-      const timer = setTimeout(done, ms)
-      const unregister = consumer.onArrival(done)
-      return Effect.sync(cleanup)
-    })
-
   /** Hand out what the running consumer buffered, waiting until `deadline` for a first delivery. */
   const takeFrom = (
     queue: string,
@@ -337,9 +321,12 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     deadline: number
   ): Effect.Effect<ReadonlyArray<Broker.Delivery>> => {
     const drain = Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
-    if (consumer.buffered > 0) return drain
-    const remaining = deadline - Date.now()
-    return remaining > 0 ? Effect.andThen(arrival(consumer, remaining), drain) : drain
+    if (consumer.buffered > 0 || deadline <= Date.now()) return drain
+    // the consumer's one timer bounds the wait: no timer per take
+    return Effect.callback<ReadonlyArray<Broker.Delivery>>((resume) => {
+      const unregister = consumer.onArrival(() => resume(drain), deadline)
+      return Effect.sync(unregister)
+    })
   }
 
   const take: Broker.BrokerShape["take"] = (queue, { lease, max, wait }) =>

@@ -1,7 +1,8 @@
 import { describe, expect, it } from "@effect/vitest"
-import type * as amqp from "amqplib"
+import * as amqp from "amqplib"
 import { Effect } from "effect"
 import { RabbitMQBroker } from "../src/index.js"
+import { refuses } from "../src/internal/client.js"
 import { eventually, message, takeAtLeast, uniqueQueue, url } from "./helpers.js"
 
 describe.each(["classic", "quorum"] as const)("channel errors (%s)", (queueType) => {
@@ -66,6 +67,77 @@ describe("publisher channel", () => {
       yield* broker.send(queue, [message("after")])
       const [after] = yield* takeAtLeast(broker, queue, 1)
       expect(after?.id).toBe("after")
+    }).pipe(Effect.scoped)
+  )
+})
+
+describe("publisher channel closed by a refused publish", () => {
+  it("blames the messages the server's refusal names, and every message when it names none", () => {
+    const publication = (exchange: string, body: string) => ({
+      exchange,
+      routingKey: "k",
+      body,
+      messageId: "m",
+      priority: 0
+    })
+    const missing = new Error(
+      `Channel closed by server: 404 (NOT-FOUND) with message "NOT_FOUND - no exchange 'q~route~3276800' in vhost '/'"`
+    )
+    expect(refuses(missing, publication("q~route~3276800", "{}"))).toBe(true)
+    expect(refuses(missing, publication("", "{}"))).toBe(false)
+    expect(refuses(missing, publication("other~route~3276800", "{}"))).toBe(false)
+    const tooLarge = new Error(
+      `Channel closed by server: 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - message size 20 is larger than configured max size 10"`
+    )
+    expect(refuses(tooLarge, publication("", "x".repeat(11)))).toBe(true)
+    expect(refuses(tooLarge, publication("", "x".repeat(10)))).toBe(false)
+    expect(refuses(new Error("Channel closed by server: 541 (INTERNAL-ERROR)"), publication("", "{}"))).toBe(true)
+  })
+
+  it.live("fails only the refused message: the others in flight on the channel are sent again on a new one", () =>
+    Effect.gen(function* () {
+      const broker = yield* RabbitMQBroker.make({ url, sendTimeout: 10_000 })
+      const broken = uniqueQueue("refused")
+      const other = uniqueQueue("bystander")
+      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(broken)))
+      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(other)))
+      // both topologies declared, so every send below publishes at once on the shared channel
+      yield* broker.send(broken, [message("declared")])
+      yield* broker.send(other, [message("declared")])
+      // The delay exchange of one queue disappears behind the adapter's back.
+      yield* Effect.promise(async () => {
+        const connection = await amqp.connect(url)
+        const channel = await connection.createChannel()
+        await channel.deleteExchange(`${broken}~route~${100 * 2 ** 15}`)
+        await connection.close()
+      })
+      // Sends in flight together: the server closes the channel at the refused publish (404), and
+      // the confirms of everything around it on that channel are lost with the channel.
+      const bystanders = Array.from({ length: 6 }, (_, i) => `m${i}`)
+      const sends = [
+        ...bystanders.slice(0, 3).map((id) => broker.send(other, [message(id)])),
+        broker.send(broken, [message("delayed", { delay: 1000 })]),
+        ...bystanders.slice(3).map((id) => broker.send(other, [message(id)]))
+      ]
+      const results = yield* Effect.all(
+        sends.map((send) => Effect.result(send)),
+        { concurrency: "unbounded" }
+      )
+      const failures = results.flatMap((result) => (result._tag === "Failure" ? [result.failure.reason] : []))
+      expect(failures).toEqual(["NotFound"])
+      expect(results[3]!._tag).toBe("Failure")
+      // every other message was confirmed, and arrives (those the server had routed before the
+      // refusal may arrive twice: their confirms were lost, so they were sent again)
+      const expected = ["declared", ...bystanders]
+      const seen = new Set<string>()
+      const deadline = Date.now() + 10_000
+      while (seen.size < expected.length && Date.now() < deadline) {
+        for (const delivery of yield* takeAtLeast(broker, other, 1, 1000)) {
+          seen.add(delivery.id)
+          yield* delivery.ack
+        }
+      }
+      expect([...seen].sort()).toEqual(expected.sort())
     }).pipe(Effect.scoped)
   )
 })

@@ -2,7 +2,7 @@ import { describe, expect, it } from "@effect/vitest"
 import type * as amqp from "amqplib"
 import { createRequire } from "node:module"
 import { dirname, join } from "node:path"
-import { FrameWriter } from "../src/internal/frames.js"
+import { ChannelOutput, encodeAcks, FrameWriter } from "../src/internal/frames.js"
 
 // The adapter's own publish frames, decoded by amqplib's own frame parser and codec: what the
 // broker receives must be exactly what amqplib's `publish` would have said. And the README's
@@ -19,7 +19,10 @@ const frame = require(join(amqplibDir, "lib", "frame.js")) as {
     readonly content?: Buffer
   }
 }
-const defs = require(join(amqplibDir, "lib", "defs.js")) as { readonly BasicPublish: number }
+const defs = require(join(amqplibDir, "lib", "defs.js")) as {
+  readonly BasicPublish: number
+  readonly BasicAck: number
+}
 
 const frameMax = 4096
 
@@ -37,6 +40,11 @@ const fakeChannel = () => {
   connection.channels[3] = { channel, buffer: stream }
   return { channel: channel as unknown as amqp.ConfirmChannel, writes, confirms, connection }
 }
+
+/** The fake channel's stream, to be given `readableLength` and `writableLength`. */
+const queuedStream = (fake: ReturnType<typeof fakeChannel>) => ({
+  write: (chunk: Buffer) => void fake.writes.push(Buffer.from(chunk))
+})
 
 const decodeAll = (bin: Buffer) => {
   const frames: Array<ReturnType<typeof frame.decodeFrame>> = []
@@ -92,6 +100,61 @@ describe("direct publish frames", () => {
       expect(properties["headers"]).toBeUndefined()
       if (message.body !== "") expect(frames[at++]!.content!.toString("utf8")).toBe(message.body)
     }
+  })
+
+  it("go straight to the socket while amqplib has nothing of the channel queued, else behind what it has", () => {
+    const fake = fakeChannel()
+    const socketWrites: Array<Buffer> = []
+    const socket = { writable: true, write: (chunk: Buffer) => void socketWrites.push(Buffer.from(chunk)) }
+    const queued = { ...queuedStream(fake), readableLength: 0, writableLength: 0 }
+    Object.assign(fake.connection, { stream: socket })
+    Object.assign(fake.connection.channels[3] as { buffer: object }, { buffer: queued })
+    const writer = FrameWriter.of(fake.channel)!
+    const message = { exchange: "", routingKey: "jobs", body: "{}", messageId: "a", priority: 0 }
+    const send = () => {
+      expect(writer.add(message, () => {})).toBe(true)
+      writer.flush()
+    }
+
+    send()
+    expect([socketWrites.length, fake.writes.length]).toEqual([1, 0])
+    // amqplib's multiplexer has not yet moved a frame of this channel to the socket
+    queued.readableLength = 1
+    send()
+    expect([socketWrites.length, fake.writes.length]).toEqual([1, 1])
+    queued.readableLength = 0
+    queued.writableLength = 1
+    send()
+    expect([socketWrites.length, fake.writes.length]).toEqual([1, 2])
+    // a socket that can no longer write: amqplib's path, which reports the loss
+    queued.writableLength = 0
+    socket.writable = false
+    send()
+    expect([socketWrites.length, fake.writes.length]).toEqual([1, 3])
+    socket.writable = true
+    send()
+    expect([socketWrites.length, fake.writes.length]).toEqual([2, 3])
+    const frames = decodeAll(Buffer.concat([...socketWrites, ...fake.writes]))
+    expect(frames.filter((f) => f.id === defs.BasicPublish)).toHaveLength(5)
+  })
+
+  it("acks decode with amqplib's codec to the acks amqplib would send", () => {
+    const tags = [1, 7, 2 ** 32 + 5, 2 ** 53 - 1]
+    const frames = decodeAll(
+      encodeAcks(
+        3,
+        tags.map((deliveryTag) => ({ fields: { deliveryTag } })),
+        true
+      )
+    )
+    expect(frames.map((f) => f.id)).toEqual(tags.map(() => defs.BasicAck))
+    expect(frames.map((f) => f.fields)).toEqual(
+      tags.map((deliveryTag, i) => ({ deliveryTag, multiple: i === tags.length - 1 }))
+    )
+    const fake = fakeChannel()
+    const output = ChannelOutput.of(fake.channel as unknown as amqp.Channel)!
+    output.write(encodeAcks(output.internals.ch, [{ fields: { deliveryTag: 9 } }], false))
+    expect(decodeAll(Buffer.concat(fake.writes)).map((f) => f.fields)).toEqual([{ deliveryTag: 9, multiple: false }])
   })
 
   it("leaves to amqplib what it cannot encode, and any channel that does not look like amqplib 2.3's", () => {

@@ -102,6 +102,25 @@ const coalesceWrites = (model: unknown): void => {
   }
 }
 
+/**
+ * Whether the channel error `error` may have been caused by `publication`. RabbitMQ does not say
+ * which publish it refused, but its message names the missing exchange or the size limit; an
+ * error that names neither is taken to concern every message in flight.
+ */
+export const refuses = (error: Error, publication: Publication): boolean => {
+  const exchange = /no exchange '((?:[^']|'(?! in vhost))*)' in vhost/u.exec(error.message)
+  if (exchange !== null) return exchange[1] === publication.exchange
+  const size = /larger than configured max size (\d+)/u.exec(error.message)
+  if (size !== null) return Buffer.byteLength(publication.body, "utf8") > Number(size[1])
+  return true
+}
+
+/** A send's deadline (epoch ms) and what to do when it passes. */
+interface Deadline {
+  readonly deadline: number
+  readonly expire: () => void
+}
+
 /** The broker connection with its shared admin channel and confirm channel. */
 export class Client {
   /** Bumped on every connection loss. */
@@ -121,6 +140,13 @@ export class Client {
   private readonly channels = new Set<amqp.Channel>()
   /** Why the server closed a channel (a channel-level error), if it did. */
   private readonly channelErrors = new WeakMap<amqp.Channel, Error>()
+  /**
+   * Sends waiting for their confirms, by deadline: one timer for all of them (armed for the
+   * earliest, `deadlineTimerAt`) rather than one set and cleared per send.
+   */
+  private readonly deadlines = new Set<Deadline>()
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined
+  private deadlineTimerAt = Infinity
 
   private constructor(
     readonly options: ClientOptions,
@@ -356,10 +382,17 @@ export class Client {
       }
       // thrown by amqplib itself (a closed channel, an unencodable message): as it is
       if (thrown) return error instanceof Error ? error : new Error(message)
-      // The server closed the channel because of a message (too large, missing exchange):
-      // report that, not a retryable connection loss.
+      // The server closed the channel because of a message (too large, missing exchange): report
+      // that to the message's send, not a retryable connection loss. The other messages in flight
+      // on the channel lost their confirms with it: they are retried on a new channel.
       const closedBy = this.channelErrors.get(channel)
-      if (closedBy !== undefined) return closedBy
+      if (closedBy !== undefined) {
+        if (refuses(closedBy, publication)) return closedBy
+        return new AdapterFailure(
+          "Connection",
+          `the channel closed before the broker confirmed, refusing another message: ${closedBy.message}`
+        )
+      }
       return nacked
         ? new AdapterFailure("Unknown", "the broker refused (nacked) the message")
         : new AdapterFailure("Connection", `the channel closed before the broker confirmed: ${message}`)
@@ -493,17 +526,14 @@ export class Client {
     let finished = false
     let retry: Array<Publication> | undefined
     let lost: Error | undefined
-    const timer = setTimeout(
-      () => {
-        finished = true
-        done(this.timedOut())
-      },
-      Math.max(1, deadline - Date.now())
-    )
+    const watch = this.watch(deadline, () => {
+      finished = true
+      done(this.timedOut())
+    })
     const settled = () => {
       if (--pending > 0 || finished) return
       finished = true
-      clearTimeout(timer)
+      this.deadlines.delete(watch)
       if (retry === undefined) return done(undefined)
       const again = retry
       this.options.log("debug", "publish failed on a lost connection; retrying")
@@ -515,7 +545,7 @@ export class Client {
       if (finished) return
       if (this.closed || !isConnectionFailure(error)) {
         finished = true
-        clearTimeout(timer)
+        this.deadlines.delete(watch)
         return done(error)
       }
       lost ??= error
@@ -525,10 +555,43 @@ export class Client {
     this.publishRaw(channel, publications, confirmed)
   }
 
+  /** Call `expire` once `deadline` (epoch ms) has passed, unless the watch is deleted before. */
+  private watch(deadline: number, expire: () => void): Deadline {
+    const watch: Deadline = { deadline, expire }
+    this.deadlines.add(watch)
+    if (deadline < this.deadlineTimerAt) this.armDeadlines(deadline)
+    return watch
+  }
+
+  private armDeadlines(at: number): void {
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
+    this.deadlineTimerAt = at
+    this.deadlineTimer = setTimeout(this.expireDeadlines, Math.min(2_147_483_647, Math.max(1, at - Date.now())))
+    // the sends themselves hold the event loop open (their socket, a reconnect's timers)
+    this.deadlineTimer.unref?.()
+  }
+
+  /** Expire every watch whose deadline passed; arm the timer for the next deadline. */
+  private readonly expireDeadlines = (): void => {
+    this.deadlineTimer = undefined
+    this.deadlineTimerAt = Infinity
+    const now = Date.now()
+    let next = Infinity
+    for (const watch of [...this.deadlines]) {
+      if (watch.deadline <= now) {
+        this.deadlines.delete(watch)
+        watch.expire()
+      } else if (watch.deadline < next) next = watch.deadline
+    }
+    if (next < this.deadlineTimerAt) this.armDeadlines(next)
+  }
+
   /** Close every channel and the connection; never hangs (bounded waits). */
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
+    this.deadlineTimer = undefined
     await Promise.all(
       [...this.channels].map((channel) =>
         withTimeout(channel.close(), 2000, () => new Error("timeout")).catch(() => {})

@@ -7,14 +7,17 @@
  * make RabbitMQ close that channel too (PRECONDITION_FAILED, unknown delivery tag) and redeliver
  * everything it holds.
  *
- * Acks are coalesced: the acks of one synchronous run go out together at its end, as one
- * `basic.ack` with `multiple` for those below the oldest delivery still unsettled on the channel,
- * and one each for the rest. `multiple` never covers a delivery that was not acked: the consumer
- * knows every delivery of its channel that has no settle sent yet.
+ * Acks are coalesced: the acks of one synchronous run (or, while the broker has prefetch slots to
+ * fill, of one turn of the event loop) go out together, as one `basic.ack` with `multiple` for
+ * those below the oldest delivery still unsettled on the channel, and one each for the rest.
+ * `multiple` never covers a delivery that was not acked: the consumer knows every delivery of its
+ * channel that has no settle sent yet. They are encoded here and written to the socket at once
+ * when amqplib has nothing of the channel queued (see `frames.ts`).
  */
 import type * as amqp from "amqplib"
 import type { Client } from "./client.js"
 import { sleep, withTimeout } from "./client.js"
+import { ChannelOutput, encodeAcks } from "./frames.js"
 
 /** One message delivered to this process. */
 export interface Entry {
@@ -26,6 +29,13 @@ export interface Entry {
   leaseDeadline: number
   /** Whether its ack or nack went to the channel (or was dropped as stale). */
   sent: boolean
+}
+
+/** A `take` waiting for a delivery. */
+interface Waiter {
+  readonly wake: () => void
+  /** When it stops waiting (epoch ms). */
+  readonly deadline: number
 }
 
 /** The result of a settle attempt. */
@@ -40,11 +50,16 @@ export class QueueConsumer {
   /** Deliveries handed out by `take` and not yet settled. */
   readonly active = new Set<Entry>()
   private channel: amqp.Channel | undefined
+  /** Direct writes to the live channel (undefined: acks go through amqplib's `ack`). */
+  private output: ChannelOutput | undefined
   private consumerTag: string | undefined
   private prefetch = 0
   private buffer: Array<Entry> = []
-  private readonly waiters = new Set<() => void>()
+  private readonly waiters = new Set<Waiter>()
   private wakeScheduled = false
+  /** One timer for every waiter: armed for the earliest deadline (`waitTimerAt`), never per take. */
+  private waitTimer: ReturnType<typeof setTimeout> | undefined
+  private waitTimerAt = Infinity
   /** One timer for every lease: armed for the earliest deadline (`leaseTimerAt`). */
   private leaseTimer: ReturnType<typeof setTimeout> | undefined
   private leaseTimerAt = Infinity
@@ -60,6 +75,8 @@ export class QueueConsumer {
   private unsentCount = 0
   /** Acks waiting for the end of the current synchronous run. */
   private pendingAcks: Array<Entry> = []
+  /** Scratch space of `flushAcks`. */
+  private readonly ackScratch: Array<amqp.Message> = []
 
   constructor(
     private readonly client: Client,
@@ -119,6 +136,7 @@ export class QueueConsumer {
         return
       }
       this.channel = channel
+      this.output = ChannelOutput.of(channel)
       this.consumerTag = reply.consumerTag
       this.prefetch = prefetch
     } catch (error) {
@@ -174,12 +192,21 @@ export class QueueConsumer {
 
   private readonly wakeAll = (): void => {
     this.wakeScheduled = false
-    for (const wake of [...this.waiters]) wake()
+    // a woken take drains the buffer before its wake returns; a later waiter keeps waiting when
+    // nothing is left (one registered meanwhile is visited too, and finds what is left)
+    for (const waiter of this.waiters) {
+      if (this.buffer.length === 0) return
+      this.waiters.delete(waiter)
+      waiter.wake()
+    }
   }
 
   private onChannelClosed(channel: amqp.Channel, generation: number): void {
     if (generation !== this.generation) return
-    if (this.channel === channel) this.channel = undefined
+    if (this.channel === channel) {
+      this.channel = undefined
+      this.output = undefined
+    }
     this.consumerTag = undefined
     // The broker requeues everything this channel held; forget the local copies.
     this.buffer = this.buffer.filter((entry) => entry.generation !== generation)
@@ -263,10 +290,37 @@ export class QueueConsumer {
     }
   }
 
-  /** Call `wake` when a delivery arrives (or the consumer closes); returns the unregister function. */
-  onArrival(wake: () => void): () => void {
-    this.waiters.add(wake)
-    return () => this.waiters.delete(wake)
+  /**
+   * Call `wake` once, when a delivery arrives (while one waits unclaimed by earlier waiters), the
+   * consumer closes, or `deadline` (epoch ms) passes; returns the unregister function.
+   */
+  onArrival(wake: () => void, deadline: number): () => void {
+    const waiter: Waiter = { wake, deadline }
+    this.waiters.add(waiter)
+    if (deadline < this.waitTimerAt) this.armWaiters(deadline)
+    return () => this.waiters.delete(waiter)
+  }
+
+  private armWaiters(at: number): void {
+    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
+    this.waitTimerAt = at
+    this.waitTimer = setTimeout(this.sweepWaiters, Math.min(2_147_483_647, Math.max(0, at - Date.now())))
+  }
+
+  /** Wake every waiter whose deadline passed; arm the timer for the next deadline. */
+  private readonly sweepWaiters = (): void => {
+    this.waitTimer = undefined
+    this.waitTimerAt = Infinity
+    const now = Date.now()
+    let next = Infinity
+    for (const waiter of [...this.waiters]) {
+      if (waiter.deadline <= now) {
+        this.waiters.delete(waiter)
+        waiter.wake()
+      } else if (waiter.deadline < next) next = waiter.deadline
+    }
+    // a waiter registered by a wake above armed the timer itself if it needed to
+    if (next < this.waitTimerAt) this.armWaiters(next)
   }
 
   /** Whether `entry`'s channel is still the live one. */
@@ -291,7 +345,13 @@ export class QueueConsumer {
     if (entry.sent) return "already-settled"
     if (!this.isLive(entry)) return "stale"
     if (outcome === "ack") {
-      if (this.pendingAcks.length === 0) queueMicrotask(this.flushAcks)
+      if (this.pendingAcks.length === 0) {
+        // With every prefetch slot taken the broker sends nothing until an ack comes: the acks go
+        // out at the end of this synchronous run. Otherwise the broker still has slots to fill, and
+        // acks gathered over one turn of the event loop cost it far less than a few at a time.
+        if (this.unsentCount >= this.prefetch) queueMicrotask(this.flushAcks)
+        else setImmediate(this.flushAcks)
+      }
       this.pendingAcks.push(entry)
       return "sent"
     }
@@ -331,20 +391,29 @@ export class QueueConsumer {
     if (channel === undefined || live === 0) return
     for (let i = 0; i < live; i++) this.markSent(acks[i]!)
     const oldestUnsent = this.oldestUnsentTag()
-    let upTo: Entry | undefined
+    // one ack each from `oldestUnsent` on; below it, one `multiple` ack (sent last) for the highest
+    const messages = this.ackScratch
+    let upTo: amqp.Message | undefined
+    for (let i = 0; i < live; i++) {
+      const message = acks[i]!.message
+      const tag = message.fields.deliveryTag
+      if (tag >= oldestUnsent) messages.push(message)
+      else if (upTo === undefined || tag > upTo.fields.deliveryTag) upTo = message
+    }
+    if (upTo !== undefined) messages.push(upTo)
     try {
-      for (let i = 0; i < live; i++) {
-        const entry = acks[i]!
-        const tag = entry.message.fields.deliveryTag
-        if (tag < oldestUnsent) {
-          if (upTo === undefined || tag > upTo.message.fields.deliveryTag) upTo = entry
-        } else {
-          channel.ack(entry.message)
+      const output = this.output
+      if (output !== undefined && output.open) {
+        output.write(encodeAcks(output.internals.ch, messages, upTo !== undefined))
+      } else {
+        for (let i = 0; i < messages.length; i++) {
+          channel.ack(messages[i]!, upTo !== undefined && i === messages.length - 1)
         }
       }
-      if (upTo !== undefined) channel.ack(upTo.message, true)
     } catch {
       // the channel closed under us: the broker requeues what it held
+    } finally {
+      messages.length = 0
     }
   }
 
@@ -369,12 +438,18 @@ export class QueueConsumer {
     // acks settled so far go out before the consumer is cancelled and its channel closed
     this.flushAcks()
     this.closed = true
-    for (const wake of [...this.waiters]) wake()
+    const waiters = [...this.waiters]
+    this.waiters.clear()
+    for (const waiter of waiters) waiter.wake()
+    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
+    this.waitTimer = undefined
+    this.waitTimerAt = Infinity
     if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
     this.leaseTimer = undefined
     this.leaseTimerAt = Infinity
     const channel = this.channel
     this.channel = undefined
+    this.output = undefined
     if (channel === undefined) return
     const bounded = <A>(promise: Promise<A>) => withTimeout(promise, 2000, () => new Error("timeout")).catch(() => {})
     if (this.consumerTag !== undefined) await bounded(channel.cancel(this.consumerTag))

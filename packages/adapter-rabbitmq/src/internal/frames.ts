@@ -1,17 +1,24 @@
 /**
- * Direct encoding of `basic.publish` for amqplib 2.x's confirm channel.
+ * Direct encoding of `basic.publish` and `basic.ack` for amqplib 2.x channels.
  *
  * amqplib encodes every publish from a generic options object: a property object with all fourteen
  * AMQP properties, an (empty) header table, three zero-filled buffers (method, header, body frame)
  * and a fourth that they are copied into. Most of a publish's client CPU goes there. A publish of
  * ours always has the same shape (JSON body, persistent, a message id, maybe a priority), so this
- * module writes its three frames straight into one buffer — shared by a whole batch — and hands it
- * to the channel's outgoing stream, where amqplib itself would have put its frames. The frames
+ * module writes its three frames straight into one buffer — shared by a whole batch. The frames
  * and their order on the wire are the same; the channel's confirm window is fed through amqplib's
- * own `pushConfirmCallback`, so confirms, returns and channel errors work unchanged.
+ * own `pushConfirmCallback`, so confirms, returns and channel errors work unchanged. Acks are the
+ * same 21 bytes amqplib would encode.
+ *
+ * Where the frames go: amqplib queues a channel's frames in a per-channel stream that its
+ * multiplexer moves to the socket on a later turn of the event loop (`setImmediate`). When that
+ * stream holds nothing of the channel, every earlier frame of the channel is in the socket
+ * already, so the frames are written to the socket at once — as amqplib does for channel 0 and
+ * heartbeats — saving the turn (a publish or an ack leaves now, not after the next poll). Else
+ * they go behind the queued ones, in order.
  *
  * Only used when amqplib's internals have the expected shape (checked per channel), and only for
- * messages without headers whose body fits one frame; anything else goes through `publish`.
+ * messages without headers whose body fits one frame; anything else goes through amqplib.
  */
 import type * as amqp from "amqplib"
 
@@ -24,22 +31,33 @@ export interface DirectMessage {
   readonly priority: number
 }
 
-/** The parts of amqplib's connection a direct publish uses. */
+/** The parts of amqplib's connection a direct write uses. */
 interface ConnectionInternals {
   readonly channels: ReadonlyArray<{ readonly channel: unknown; readonly buffer: unknown } | null | undefined>
   readonly frameMax: number
+  /** The socket (amqplib writes channel 0 and heartbeats to it directly). */
+  readonly stream?: unknown
   sentSinceLastCheck: boolean
 }
 
-/** The parts of amqplib's channel a direct publish uses. */
+/** The parts of amqplib's channel a direct write uses. */
 interface ChannelInternals {
   readonly ch: number
   readonly connection: ConnectionInternals
-  pushConfirmCallback(callback: (error: unknown) => void): void
 }
 
 interface Stream {
   write(chunk: Buffer): unknown
+}
+
+/** A channel's stream in amqplib's multiplexer: a `PassThrough` in object mode. */
+interface ChannelStream extends Stream {
+  readonly readableLength?: unknown
+  readonly writableLength?: unknown
+}
+
+interface Socket extends Stream {
+  readonly writable?: unknown
 }
 
 const frameMethod = 1
@@ -49,6 +67,8 @@ const frameEnd = 0xce
 const frameOverhead = 8
 const classBasic = 60
 const methodPublish = 40
+const methodAck = 80
+const ackFrameSize = 21
 const contentType = "application/json"
 const flagContentType = 0x8000
 const flagDeliveryMode = 0x1000
@@ -74,30 +94,26 @@ const asciiShortLength = (text: string): number => {
   return text.length
 }
 
-/** Writes direct publishes to one amqplib confirm channel. */
-export class FrameWriter {
-  private slab: Buffer = Buffer.allocUnsafe(slabSize)
-  /** Start of what is encoded and not yet handed to the stream. */
-  private start = 0
-  private used = 0
-  /** Encoded method frames by exchange and routing key (a send's batch reuses one). */
-  private readonly methods = new Map<string, Map<string, Buffer>>()
-  private methodCount = 0
-
+/**
+ * The way to one amqplib channel's outgoing frames: the channel's stream in the multiplexer, or
+ * the socket itself while that stream is empty.
+ */
+export class ChannelOutput {
   private constructor(
-    private readonly channel: amqp.ConfirmChannel,
-    private readonly internals: ChannelInternals,
-    private readonly stream: Stream
+    private readonly channel: amqp.Channel,
+    readonly internals: ChannelInternals,
+    private readonly stream: ChannelStream,
+    /** Undefined when the streams do not tell whether they hold anything: always through `stream`. */
+    private readonly socket: Socket | undefined
   ) {}
 
-  /** A writer for `channel`, or undefined when amqplib's internals are not the expected ones. */
-  static of(channel: amqp.ConfirmChannel): FrameWriter | undefined {
+  /** The output of `channel`, or undefined when amqplib's internals are not the expected ones. */
+  static of(channel: amqp.Channel): ChannelOutput | undefined {
     const internals = channel as unknown as Partial<ChannelInternals>
     const connection = internals.connection
     const number = internals.ch
     if (
       typeof number !== "number" ||
-      typeof internals.pushConfirmCallback !== "function" ||
       typeof (channel as unknown as { readonly sendMessage?: unknown }).sendMessage !== "function" ||
       hasOwn.call(channel, "sendMessage") ||
       typeof connection !== "object" ||
@@ -109,19 +125,109 @@ export class FrameWriter {
       return undefined
     }
     const slot = connection.channels[number]
-    const stream = slot?.buffer as Partial<Stream> | undefined
+    const stream = slot?.buffer as Partial<ChannelStream> | undefined
     if (slot?.channel !== channel || typeof stream?.write !== "function") return undefined
-    return new FrameWriter(channel, internals as ChannelInternals, stream as Stream)
+    const socket = connection.stream as Partial<Socket> | undefined
+    const direct =
+      typeof socket?.write === "function" &&
+      typeof socket.writable === "boolean" &&
+      typeof stream.readableLength === "number" &&
+      typeof stream.writableLength === "number"
+    return new ChannelOutput(
+      channel,
+      internals as ChannelInternals,
+      stream as ChannelStream,
+      direct ? (socket as Socket) : undefined
+    )
   }
 
   /**
    * Whether amqplib still sends on the channel: it replaces `sendMessage` with a thrower once the
-   * channel is closing, and frees the channel's slot once it is closed. When not, publishes go
+   * channel is closing, and frees the channel's slot once it is closed. When not, frames go
    * through amqplib, which throws its own error.
    */
   get open(): boolean {
     const slot = this.internals.connection.channels[this.internals.ch]
     return slot?.channel === this.channel && slot.buffer === this.stream && !hasOwn.call(this.channel, "sendMessage")
+  }
+
+  /** Send `chunk` (whole frames of this channel) after every frame sent on the channel before. */
+  write(chunk: Buffer): void {
+    this.internals.connection.sentSinceLastCheck = true
+    const socket = this.socket
+    const stream = this.stream
+    if (
+      socket !== undefined &&
+      socket.writable === true &&
+      stream.readableLength === 0 &&
+      stream.writableLength === 0
+    ) {
+      socket.write(chunk)
+    } else {
+      stream.write(chunk)
+    }
+  }
+}
+
+/**
+ * `basic.ack` for each of `messages` (with `multiple` on the last one when `multipleLast`), in one
+ * buffer for channel number `channel`: the frames amqplib's `ack` would send.
+ */
+export const encodeAcks = (
+  channel: number,
+  messages: ReadonlyArray<{ readonly fields: { readonly deliveryTag: number } }>,
+  multipleLast: boolean
+): Buffer => {
+  const count = messages.length
+  const out = Buffer.allocUnsafe(ackFrameSize * count)
+  let offset = 0
+  for (let i = 0; i < count; i++) {
+    const tag = messages[i]!.fields.deliveryTag
+    out[offset] = frameMethod
+    out.writeUInt16BE(channel, offset + 1)
+    out.writeUInt32BE(ackFrameSize - frameOverhead, offset + 3)
+    out.writeUInt16BE(classBasic, offset + 7)
+    out.writeUInt16BE(methodAck, offset + 9)
+    // a delivery tag is a 64-bit counter; a JS number holds it exactly up to 2^53
+    out.writeUInt32BE(Math.floor(tag / 0x1_0000_0000), offset + 11)
+    out.writeUInt32BE(tag >>> 0, offset + 15)
+    out[offset + 19] = multipleLast && i === count - 1 ? 1 : 0
+    out[offset + 20] = frameEnd
+    offset += ackFrameSize
+  }
+  return out
+}
+
+/** Writes direct publishes to one amqplib confirm channel. */
+export class FrameWriter {
+  private slab: Buffer = Buffer.allocUnsafe(slabSize)
+  /** Start of what is encoded and not yet handed to the stream. */
+  private start = 0
+  private used = 0
+  /** Encoded method frames by exchange and routing key (a send's batch reuses one). */
+  private readonly methods = new Map<string, Map<string, Buffer>>()
+  private methodCount = 0
+  private readonly internals: ChannelInternals
+
+  private constructor(
+    private readonly output: ChannelOutput,
+    private readonly pushConfirmCallback: (callback: (error: unknown) => void) => void
+  ) {
+    this.internals = output.internals
+  }
+
+  /** A writer for `channel`, or undefined when amqplib's internals are not the expected ones. */
+  static of(channel: amqp.ConfirmChannel): FrameWriter | undefined {
+    const push = (channel as unknown as { readonly pushConfirmCallback?: unknown }).pushConfirmCallback
+    if (typeof push !== "function") return undefined
+    const output = ChannelOutput.of(channel)
+    if (output === undefined) return undefined
+    return new FrameWriter(output, (callback) => push.call(channel, callback))
+  }
+
+  /** See `ChannelOutput.open`: when false, publishes go through amqplib. */
+  get open(): boolean {
+    return this.output.open
   }
 
   /**
@@ -185,17 +291,16 @@ export class FrameWriter {
       out[offset++] = frameEnd
     }
     this.used = offset
-    this.internals.pushConfirmCallback(confirmed)
+    this.pushConfirmCallback(confirmed)
     return true
   }
 
-  /** Hand what `add` encoded to the channel's stream (in order, before anything sent later). */
+  /** Send what `add` encoded (in order, before anything sent later). */
   flush(): void {
     if (this.used === this.start) return
     const chunk = this.slab.subarray(this.start, this.used)
     this.start = this.used
-    this.internals.connection.sentSinceLastCheck = true
-    this.stream.write(chunk)
+    this.output.write(chunk)
   }
 
   /** The method frame of a publish to `exchange` with `routingKey` (mandatory), cached. */
