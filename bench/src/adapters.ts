@@ -12,13 +12,22 @@ import * as Errand from "./errand.js"
 import { reasonOf, within } from "./harness.js"
 import type { Side } from "./side.js"
 
-export type AdapterName = "memory" | "bullmq" | "bullmq-fifo" | "rabbitmq" | "sqs"
+export type AdapterName = "memory" | "bullmq" | "bullmq-plain" | "rabbitmq" | "rabbitmq-plain" | "sqs"
 
 /**
- * `bullmq-fifo` is the BullMQ adapter with `priorities: false` (BullMQ's plain wait list, as the raw
- * side uses it), against the same raw side: what an application that needs no priorities gets.
+ * The `-plain` entries run the adapter configured without priorities, against the same raw side:
+ * BullMQ with `priorities: false` (its plain wait list), RabbitMQ with `maxPriority: 0` (a classic
+ * queue without `x-max-priority`), as the raw sides use them. What an application that needs no
+ * priorities gets.
  */
-export const adapterNames: ReadonlyArray<AdapterName> = ["memory", "bullmq", "bullmq-fifo", "rabbitmq", "sqs"]
+export const adapterNames: ReadonlyArray<AdapterName> = [
+  "memory",
+  "bullmq",
+  "bullmq-plain",
+  "rabbitmq",
+  "rabbitmq-plain",
+  "sqs"
+]
 
 export interface Opened {
   readonly errand: Side
@@ -73,7 +82,7 @@ const openBullMQ = async (timeout: number, priorities: boolean): Promise<Opened>
   )
   const { BullMQBroker } = await import("@errand/adapter-bullmq")
   const errand = await Errand.make(
-    BullMQBroker.layer({ url: redisUrl, prefix: priorities ? "bench-errand" : "bench-errand-fifo", priorities }),
+    BullMQBroker.layer({ url: redisUrl, prefix: priorities ? "bench-errand" : "bench-errand-plain", priorities }),
     timeout
   )
   let raw: Side | undefined
@@ -92,7 +101,7 @@ const openBullMQ = async (timeout: number, priorities: boolean): Promise<Opened>
   }
 }
 
-const openRabbitMQ = async (timeout: number): Promise<Opened> => {
+const openRabbitMQ = async (timeout: number, priorities: boolean): Promise<Opened> => {
   const Raw = await import("./raw/rabbitmq.js")
   const raw = await within(Raw.make(amqpUrl, timeout), 10_000, "amqplib connect").catch(
     unreachable("RabbitMQ", amqpUrl)
@@ -101,7 +110,7 @@ const openRabbitMQ = async (timeout: number): Promise<Opened> => {
   try {
     const { RabbitMQBroker } = await import("@errand/adapter-rabbitmq")
     errand = await Errand.make(
-      RabbitMQBroker.layer({ url: amqpUrl, connectTimeout: 5000 }),
+      RabbitMQBroker.layer({ url: amqpUrl, connectTimeout: 5000, ...(priorities ? {} : { maxPriority: 0 }) }),
       timeout,
       // declares the queue's topology, as the raw side's assertQueue does, outside the timing
       (broker, queue) => broker.stats(queue)
@@ -113,7 +122,9 @@ const openRabbitMQ = async (timeout: number): Promise<Opened> => {
   return {
     errand,
     raw,
-    rawLabel: "amqplib confirm channel + consumer",
+    rawLabel: priorities
+      ? "amqplib confirm channel + consumer"
+      : "amqplib confirm channel + consumer; Errand with `maxPriority: 0`",
     versions: { rabbitmq: raw.serverVersion },
     close: () => closeAll([errand, raw])
   }
@@ -211,10 +222,12 @@ export const open = (name: AdapterName, timeout: number): Promise<Opened> => {
       return openMemory(timeout)
     case "bullmq":
       return openBullMQ(timeout, true)
-    case "bullmq-fifo":
+    case "bullmq-plain":
       return openBullMQ(timeout, false)
     case "rabbitmq":
-      return openRabbitMQ(timeout)
+      return openRabbitMQ(timeout, true)
+    case "rabbitmq-plain":
+      return openRabbitMQ(timeout, false)
     case "sqs":
       return openSqs(timeout)
   }

@@ -1,7 +1,7 @@
 /**
  * Errand against the raw broker clients, side by side, in one process on the same broker.
  *
- *   node --expose-gc --import tsx --conditions=source bench/src/main.ts [--quick] [--only=memory,bullmq,bullmq-fifo,rabbitmq,sqs] [--runs=N]
+ *   node --expose-gc --import tsx --conditions=source bench/src/main.ts [--quick] [--only=memory,bullmq,bullmq-plain,rabbitmq,rabbitmq-plain,sqs] [--runs=N]
  *
  * Prints a table and writes bench/results/latest.{md,json} (quick runs: quick.{md,json}).
  */
