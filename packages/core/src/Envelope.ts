@@ -126,29 +126,32 @@ export const byteLength = (s: string): number => Buffer.byteLength(s, "utf8")
  */
 export const encode = (envelope: Envelope): string => JSON.stringify(envelope)
 
-const checkShape = (root: unknown): DecodeError | undefined => {
-  // iterative walk: a recursive one would let a deep body overflow the stack
-  const stack: Array<[unknown, number]> = [[root, 1]]
-  while (stack.length > 0) {
-    const [value, depth] = stack.pop()!
-    if (value === null || typeof value !== "object") continue
-    if (depth > maxDepth) {
-      return new DecodeError({ reason: "TooDeep", message: `body is nested deeper than ${maxDepth} levels` })
+const tooDeep = () => new DecodeError({ reason: "TooDeep", message: `body is nested deeper than ${maxDepth} levels` })
+
+// Recursive, but never deeper than `maxDepth` (it stops there), so a deep body cannot overflow the
+// stack; and it allocates nothing per value (this runs on every delivery).
+const checkShape = (value: unknown, depth: number): DecodeError | undefined => {
+  if (value === null || typeof value !== "object") return undefined
+  if (depth > maxDepth) return tooDeep()
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const error = checkShape(value[i], depth + 1)
+      if (error !== undefined) return error
     }
-    if (Array.isArray(value)) {
-      for (const item of value) stack.push([item, depth + 1])
-      continue
+    return undefined
+  }
+  const keys = Object.keys(value)
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!
+    const child = (value as Record<string, unknown>)[key]
+    if (key === "__proto__") {
+      return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "__proto__" key' })
     }
-    for (const key of Object.keys(value)) {
-      const child = (value as Record<string, unknown>)[key]
-      if (key === "__proto__") {
-        return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "__proto__" key' })
-      }
-      if (key === "constructor" && child !== null && typeof child === "object" && "prototype" in child) {
-        return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "constructor.prototype" key' })
-      }
-      stack.push([child, depth + 1])
+    if (key === "constructor" && child !== null && typeof child === "object" && "prototype" in child) {
+      return new DecodeError({ reason: "ForbiddenKey", message: 'body contains a "constructor.prototype" key' })
     }
+    const error = checkShape(child, depth + 1)
+    if (error !== undefined) return error
   }
   return undefined
 }
@@ -171,7 +174,7 @@ export const parse = (body: string, limit: number = maxBytes): Envelope | Decode
   } catch {
     return new DecodeError({ reason: "NotJson", message: "body is not valid JSON" })
   }
-  const shapeError = checkShape(parsed)
+  const shapeError = checkShape(parsed, 1)
   if (shapeError) return shapeError
   if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
     return new DecodeError({ reason: "InvalidEnvelope", message: "body is not a JSON object" })

@@ -7,49 +7,55 @@
  */
 import { Metric } from "effect"
 
-/** @since 0.1.0 */
-export const enqueued = Metric.counter("errand_jobs_enqueued_total", {
-  description: "Jobs accepted by the broker",
-  incremental: true
-})
-/** @since 0.1.0 */
-export const started = Metric.counter("errand_jobs_started_total", {
-  description: "Handler runs started",
-  incremental: true
-})
-/** @since 0.1.0 */
-export const completed = Metric.counter("errand_jobs_completed_total", {
-  description: "Handler runs that succeeded",
-  incremental: true
-})
-/** @since 0.1.0 */
-export const retried = Metric.counter("errand_jobs_retried_total", {
-  description: "Failed runs scheduled for another attempt",
-  incremental: true
-})
-/** @since 0.1.0 */
-export const failed = Metric.counter("errand_jobs_failed_total", {
-  description: "Handler runs that failed (any outcome but success)",
-  incremental: true
-})
-/** @since 0.1.0 */
-export const deadLettered = Metric.counter("errand_jobs_dead_lettered_total", {
-  description: "Jobs moved to the dead-letter queue",
-  incremental: true
-})
+const counters = {
+  enqueued: { name: "errand_jobs_enqueued_total", description: "Jobs accepted by the broker" },
+  started: { name: "errand_jobs_started_total", description: "Handler runs started" },
+  completed: { name: "errand_jobs_completed_total", description: "Handler runs that succeeded" },
+  retried: { name: "errand_jobs_retried_total", description: "Failed runs scheduled for another attempt" },
+  failed: { name: "errand_jobs_failed_total", description: "Handler runs that failed (any outcome but success)" },
+  deadLettered: { name: "errand_jobs_dead_lettered_total", description: "Jobs moved to the dead-letter queue" }
+} as const
+
+const histograms = {
+  processingTime: { name: "errand_job_processing_ms", description: "Handler run time in milliseconds" },
+  queueWait: {
+    name: "errand_job_queue_wait_ms",
+    description: "Time from enqueue (or due time) to handler start, in milliseconds"
+  }
+} as const
 
 const msBoundaries = Metric.exponentialBoundaries({ start: 1, factor: 2, count: 24 })
 
+const counter = (key: keyof typeof counters, attributes?: Metric.Metric.Attributes) =>
+  Metric.counter(counters[key].name, {
+    description: counters[key].description,
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+
+const histogram = (key: keyof typeof histograms, attributes?: Metric.Metric.Attributes) =>
+  Metric.histogram(histograms[key].name, {
+    description: histograms[key].description,
+    boundaries: msBoundaries,
+    ...(attributes ? { attributes } : {})
+  })
+
 /** @since 0.1.0 */
-export const processingTime = Metric.histogram("errand_job_processing_ms", {
-  description: "Handler run time in milliseconds",
-  boundaries: msBoundaries
-})
+export const enqueued = counter("enqueued")
 /** @since 0.1.0 */
-export const queueWait = Metric.histogram("errand_job_queue_wait_ms", {
-  description: "Time from enqueue (or due time) to handler start, in milliseconds",
-  boundaries: msBoundaries
-})
+export const started = counter("started")
+/** @since 0.1.0 */
+export const completed = counter("completed")
+/** @since 0.1.0 */
+export const retried = counter("retried")
+/** @since 0.1.0 */
+export const failed = counter("failed")
+/** @since 0.1.0 */
+export const deadLettered = counter("deadLettered")
+/** @since 0.1.0 */
+export const processingTime = histogram("processingTime")
+/** @since 0.1.0 */
+export const queueWait = histogram("queueWait")
 
 type Tagged = {
   readonly enqueued: Metric.Metric<number, unknown>
@@ -73,16 +79,18 @@ export const tagged = (queue: string, job: string): Tagged => {
   const cacheKey = `${queue}\u0000${job}`
   let entry = cache.get(cacheKey)
   if (entry === undefined) {
+    // The same series as `Metric.withAttributes(enqueued, { queue, job })`, built with the attributes
+    // instead: a `withAttributes` metric copies the fiber's context on every update.
     const attributes = { queue, job }
     entry = {
-      enqueued: Metric.withAttributes(enqueued, attributes),
-      started: Metric.withAttributes(started, attributes),
-      completed: Metric.withAttributes(completed, attributes),
-      retried: Metric.withAttributes(retried, attributes),
-      failed: Metric.withAttributes(failed, attributes),
-      deadLettered: Metric.withAttributes(deadLettered, attributes),
-      processingTime: Metric.withAttributes(processingTime, attributes),
-      queueWait: Metric.withAttributes(queueWait, attributes)
+      enqueued: counter("enqueued", attributes),
+      started: counter("started", attributes),
+      completed: counter("completed", attributes),
+      retried: counter("retried", attributes),
+      failed: counter("failed", attributes),
+      deadLettered: counter("deadLettered", attributes),
+      processingTime: histogram("processingTime", attributes),
+      queueWait: histogram("queueWait", attributes)
     }
     if (cache.size < 10_000) cache.set(cacheKey, entry)
   }

@@ -55,6 +55,15 @@ describe("observability", () => {
       expect(yield* count(tagged.queueWait)).toBe(3)
       // tags keep queues apart
       expect(yield* count(Metrics.tagged(`${queue}-other`, "measured").started)).toBe(0)
+      // the same series as the exported metric tagged the usual way, exported once with its tags
+      expect(yield* count(Metric.withAttributes(Metrics.started, { queue, job: "measured" }))).toBe(3)
+      expect(yield* count(Metric.withAttributes(Metrics.queueWait, { queue, job: "measured" }))).toBe(3)
+      const series = (yield* Metric.snapshot).filter(
+        (m) => m.id === "errand_jobs_started_total" && m.attributes?.["queue"] === queue
+      )
+      expect(series.map((m) => [m.attributes, m.description, m.state])).toEqual([
+        [{ queue, job: "measured" }, "Handler runs started", { count: 3, incremental: true }]
+      ])
     }).pipe(Effect.scoped, Effect.provide(Producer.layer.pipe(Layer.provideMerge(MemoryBroker.layer()))))
   )
 
