@@ -844,11 +844,14 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             const jobs = yield* fetchJobs(worker, queue, max, lease, woken)
             if (jobs.length > 0 || closing || Date.now() >= deadline) return jobs
           }
-          // never sleep in Redis while an ack brings a job
+          // never sleep in Redis while an ack brings a job, or has brought one while this take's
+          // own fetch was out (another process's worker may have popped the marker it set)
           if (pendingFetchesCover(queue, 1)) {
             yield* waitForFetch(queue)
             continue
           }
+          const brought = takePrefetched(queue, max)
+          if (brought.length > 0) return brought
           const due = nextDue.get(queue) ?? 0
           const from = Date.now()
           let until = Math.min(deadline, from + maxBlockMs)

@@ -115,10 +115,10 @@ export const refuses = (error: Error, publication: Publication): boolean => {
   return true
 }
 
-/** A send's deadline (epoch ms) and what to do when it passes. */
+/** A send's deadline (epoch ms) and what to do when it passes (or the client closes first). */
 interface Deadline {
   readonly deadline: number
-  readonly expire: () => void
+  readonly expire: (error: Error) => void
 }
 
 /** The broker connection with its shared admin channel and confirm channel. */
@@ -526,9 +526,9 @@ export class Client {
     let finished = false
     let retry: Array<Publication> | undefined
     let lost: Error | undefined
-    const watch = this.watch(deadline, () => {
+    const watch = this.watch(deadline, (error) => {
       finished = true
-      done(this.timedOut())
+      done(error)
     })
     const settled = () => {
       if (--pending > 0 || finished) return
@@ -556,7 +556,7 @@ export class Client {
   }
 
   /** Call `expire` once `deadline` (epoch ms) has passed, unless the watch is deleted before. */
-  private watch(deadline: number, expire: () => void): Deadline {
+  private watch(deadline: number, expire: (error: Error) => void): Deadline {
     const watch: Deadline = { deadline, expire }
     this.deadlines.add(watch)
     if (deadline < this.deadlineTimerAt) this.armDeadlines(deadline)
@@ -580,7 +580,7 @@ export class Client {
     for (const watch of [...this.deadlines]) {
       if (watch.deadline <= now) {
         this.deadlines.delete(watch)
-        watch.expire()
+        watch.expire(this.timedOut())
       } else if (watch.deadline < next) next = watch.deadline
     }
     if (next < this.deadlineTimerAt) this.armDeadlines(next)
@@ -590,13 +590,20 @@ export class Client {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
-    this.deadlineTimer = undefined
     await Promise.all(
       [...this.channels].map((channel) =>
         withTimeout(channel.close(), 2000, () => new Error("timeout")).catch(() => {})
       )
     )
     await withTimeout(this.model.close(), 5000, () => new Error("timeout")).catch(() => {})
+    // Sends still unanswered (a server that stopped answering closes without amqplib's close
+    // events) are answered now rather than left waiting for a timer that is gone.
+    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
+    this.deadlineTimer = undefined
+    this.deadlineTimerAt = Infinity
+    const left = [...this.deadlines]
+    this.deadlines.clear()
+    const closed = new AdapterFailure("Connection", "the connection was closed before the broker confirmed")
+    for (const watch of left) watch.expire(closed)
   }
 }

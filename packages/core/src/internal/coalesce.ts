@@ -98,8 +98,17 @@ export const makeCoalescer = (
       )
     }
 
+    // A send that completes synchronously drains again from within `flush`: the outer loop does
+    // that work instead, so the stack does not grow with the number of batches.
+    let draining = false
     const drain = (): void => {
-      while (!closed && waiting.length > 0 && inFlight < maxInFlight) flush()
+      if (draining) return
+      draining = true
+      try {
+        while (!closed && waiting.length > 0 && inFlight < maxInFlight) flush()
+      } finally {
+        draining = false
+      }
     }
 
     // runs after the fibers already scheduled (the rest of a burst of callers) have had their turn
@@ -113,6 +122,8 @@ export const makeCoalescer = (
 
     const enqueue = (queue: string, message: OutgoingMessage) =>
       Effect.callback<SendResult, BrokerError>((resume) => {
+        // the producer closed between this effect's making and its run: nothing sends any more
+        if (closed) return resume(Effect.interrupt)
         const request: Request = { queue, message, resume, sent: false }
         waiting.push(request)
         if (!scheduled) {
