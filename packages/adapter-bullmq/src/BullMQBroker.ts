@@ -714,8 +714,11 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
                 unknown,
                 unknown
               ]
-              nextDue.set(queue, Math.max(0, Number(delayUntil) || 0))
-              if (json == null || jobId == null) {
+              const none = json == null || jobId == null
+              // the due time an empty result reported is what the wait that follows needs: a later
+              // result of the same batch (a job added meanwhile) does not overwrite it
+              if (none || !empty) nextDue.set(queue, Math.max(0, Number(delayUntil) || 0))
+              if (none) {
                 empty = true
                 drained.add(queue)
                 continue
