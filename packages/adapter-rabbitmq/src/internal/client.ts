@@ -9,6 +9,7 @@
  * `consumer.ts`).
  */
 import * as amqp from "amqplib"
+import { DeadlineTimer } from "./deadlineTimer.js"
 import { AdapterFailure, isConnectionFailure } from "./errors.js"
 import { FrameWriter } from "./frames.js"
 import * as Topology from "./topology.js"
@@ -140,13 +141,10 @@ export class Client {
   private readonly channels = new Set<amqp.Channel>()
   /** Why the server closed a channel (a channel-level error), if it did. */
   private readonly channelErrors = new WeakMap<amqp.Channel, Error>()
-  /**
-   * Sends waiting for their confirms, by deadline: one timer for all of them (armed for the
-   * earliest, `deadlineTimerAt`) rather than one set and cleared per send.
-   */
+  /** Sends waiting for their confirms, by deadline: one timer for all of them, not one per send. */
   private readonly deadlines = new Set<Deadline>()
-  private deadlineTimer: ReturnType<typeof setTimeout> | undefined
-  private deadlineTimerAt = Infinity
+  // unref: the sends themselves hold the event loop open (their socket, a reconnect's timers)
+  private readonly deadlineTimer = new DeadlineTimer((now) => this.expireDeadlines(now), true)
 
   private constructor(
     readonly options: ClientOptions,
@@ -559,23 +557,12 @@ export class Client {
   private watch(deadline: number, expire: (error: Error) => void): Deadline {
     const watch: Deadline = { deadline, expire }
     this.deadlines.add(watch)
-    if (deadline < this.deadlineTimerAt) this.armDeadlines(deadline)
+    this.deadlineTimer.schedule(deadline)
     return watch
   }
 
-  private armDeadlines(at: number): void {
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
-    this.deadlineTimerAt = at
-    this.deadlineTimer = setTimeout(this.expireDeadlines, Math.min(2_147_483_647, Math.max(1, at - Date.now())))
-    // the sends themselves hold the event loop open (their socket, a reconnect's timers)
-    this.deadlineTimer.unref?.()
-  }
-
-  /** Expire every watch whose deadline passed; arm the timer for the next deadline. */
-  private readonly expireDeadlines = (): void => {
-    this.deadlineTimer = undefined
-    this.deadlineTimerAt = Infinity
-    const now = Date.now()
+  /** Expire every watch whose deadline passed; the next deadline. */
+  private expireDeadlines(now: number): number {
     let next = Infinity
     for (const watch of [...this.deadlines]) {
       if (watch.deadline <= now) {
@@ -583,7 +570,7 @@ export class Client {
         watch.expire(this.timedOut())
       } else if (watch.deadline < next) next = watch.deadline
     }
-    if (next < this.deadlineTimerAt) this.armDeadlines(next)
+    return next
   }
 
   /** Close every channel and the connection; never hangs (bounded waits). */
@@ -598,9 +585,7 @@ export class Client {
     await withTimeout(this.model.close(), 5000, () => new Error("timeout")).catch(() => {})
     // Sends still unanswered (a server that stopped answering closes without amqplib's close
     // events) are answered now rather than left waiting for a timer that is gone.
-    if (this.deadlineTimer !== undefined) clearTimeout(this.deadlineTimer)
-    this.deadlineTimer = undefined
-    this.deadlineTimerAt = Infinity
+    this.deadlineTimer.cancel()
     const left = [...this.deadlines]
     this.deadlines.clear()
     const closed = new AdapterFailure("Connection", "the connection was closed before the broker confirmed")

@@ -17,6 +17,7 @@
 import type * as amqp from "amqplib"
 import type { Client } from "./client.js"
 import { sleep, withTimeout } from "./client.js"
+import { DeadlineTimer } from "./deadlineTimer.js"
 import { ChannelOutput, encodeAcks } from "./frames.js"
 
 /** One message delivered to this process. */
@@ -57,12 +58,10 @@ export class QueueConsumer {
   private buffer: Array<Entry> = []
   private readonly waiters = new Set<Waiter>()
   private wakeScheduled = false
-  /** One timer for every waiter: armed for the earliest deadline (`waitTimerAt`), never per take. */
-  private waitTimer: ReturnType<typeof setTimeout> | undefined
-  private waitTimerAt = Infinity
-  /** One timer for every lease: armed for the earliest deadline (`leaseTimerAt`). */
-  private leaseTimer: ReturnType<typeof setTimeout> | undefined
-  private leaseTimerAt = Infinity
+  /** One timer for every waiter's deadline, never one per take. */
+  private readonly waitTimer = new DeadlineTimer((now) => this.sweepWaiters(now), false)
+  /** One timer for every lease. */
+  private readonly leaseTimer = new DeadlineTimer((now) => this.sweepLeases(now), true)
   private starting: Promise<void> | undefined
   private closed = false
   private restarting = false
@@ -259,28 +258,17 @@ export class QueueConsumer {
     }
     const at = Date.now() + Math.max(0, ms)
     entry.leaseDeadline = at
-    if (at < this.leaseTimerAt) this.armLeases(at)
+    this.leaseTimer.schedule(at)
   }
 
-  private armLeases(at: number): void {
-    if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
-    this.leaseTimerAt = at
-    // setTimeout takes at most 2^31 - 1 ms; a later deadline is looked at again then
-    this.leaseTimer = setTimeout(this.sweepLeases, Math.min(2_147_483_647, Math.max(0, at - Date.now())))
-    this.leaseTimer.unref?.()
-  }
-
-  /** Return every delivery whose lease ran out; arm the timer for the next deadline. */
-  private readonly sweepLeases = (): void => {
-    this.leaseTimer = undefined
-    this.leaseTimerAt = Infinity
-    const now = Date.now()
+  /** Return every delivery whose lease ran out; the next lease deadline. */
+  private sweepLeases(now: number): number {
     let next = Infinity
     for (const entry of this.active) {
       if (entry.leaseDeadline <= now) this.expire(entry)
       else if (entry.leaseDeadline < next) next = entry.leaseDeadline
     }
-    if (next < Infinity && !this.closed) this.armLeases(next)
+    return this.closed ? Infinity : next
   }
 
   private expire(entry: Entry): void {
@@ -297,21 +285,12 @@ export class QueueConsumer {
   onArrival(wake: () => void, deadline: number): () => void {
     const waiter: Waiter = { wake, deadline }
     this.waiters.add(waiter)
-    if (deadline < this.waitTimerAt) this.armWaiters(deadline)
+    this.waitTimer.schedule(deadline)
     return () => this.waiters.delete(waiter)
   }
 
-  private armWaiters(at: number): void {
-    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
-    this.waitTimerAt = at
-    this.waitTimer = setTimeout(this.sweepWaiters, Math.min(2_147_483_647, Math.max(0, at - Date.now())))
-  }
-
-  /** Wake every waiter whose deadline passed; arm the timer for the next deadline. */
-  private readonly sweepWaiters = (): void => {
-    this.waitTimer = undefined
-    this.waitTimerAt = Infinity
-    const now = Date.now()
+  /** Wake every waiter whose deadline passed; the next waiter's deadline. */
+  private sweepWaiters(now: number): number {
     let next = Infinity
     for (const waiter of [...this.waiters]) {
       if (waiter.deadline <= now) {
@@ -319,8 +298,7 @@ export class QueueConsumer {
         waiter.wake()
       } else if (waiter.deadline < next) next = waiter.deadline
     }
-    // a waiter registered by a wake above armed the timer itself if it needed to
-    if (next < this.waitTimerAt) this.armWaiters(next)
+    return next
   }
 
   /** Whether `entry`'s channel is still the live one. */
@@ -441,12 +419,8 @@ export class QueueConsumer {
     const waiters = [...this.waiters]
     this.waiters.clear()
     for (const waiter of waiters) waiter.wake()
-    if (this.waitTimer !== undefined) clearTimeout(this.waitTimer)
-    this.waitTimer = undefined
-    this.waitTimerAt = Infinity
-    if (this.leaseTimer !== undefined) clearTimeout(this.leaseTimer)
-    this.leaseTimer = undefined
-    this.leaseTimerAt = Infinity
+    this.waitTimer.cancel()
+    this.leaseTimer.cancel()
     const channel = this.channel
     this.channel = undefined
     this.output = undefined
