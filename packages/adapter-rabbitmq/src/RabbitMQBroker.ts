@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Broker, type Errors } from "@errand/core"
+import { Broker, Errors } from "@errand/core"
 import type * as amqp from "amqplib"
 import { Config, Context, Effect, Layer, Option } from "effect"
 import { Client, type Publication, withTimeout } from "./internal/client.js"
@@ -55,10 +55,24 @@ export interface Options {
   readonly maxPayloadBytes?: number | undefined
   /**
    * Whether `extendLease` extends the adapter's local lease (and `capabilities.leaseExtension` is
-   * true). Default false. Either way the broker's `consumer_timeout` bounds how long a delivery
+   * true). Default true. Either way the broker's `consumer_timeout` bounds how long a delivery
    * may stay unacked (see the README).
    */
   readonly leaseExtension?: boolean | undefined
+  /**
+   * How many deliveries the broker may send ahead of the worker's free slots: the consumer's
+   * prefetch is (deliveries in flight + the take's `max` + this). They wait in this process's
+   * buffer, unleased, until a take hands them out, and go back to the queue when the layer closes.
+   * Default 10; 0 makes the prefetch follow the worker's concurrency exactly (a worker at
+   * concurrency 1 then waits a full round trip to the broker between two jobs).
+   */
+  readonly prefetchAhead?: number | undefined
+  /**
+   * A queue's consumer that no take has used for this long, ms, while none of its deliveries is
+   * handed out (the worker stopped, the layer lives on), is cancelled and what it buffered goes
+   * back to the queue; the next take starts a new one. Default 5,000.
+   */
+  readonly consumerIdleTimeout?: number | undefined
 }
 
 /**
@@ -84,6 +98,27 @@ const withHeartbeat = (url: string | amqp.Options.Connect): string | amqp.Option
   }
 }
 
+const defaultPrefetchAhead = 10
+
+/** The options no clamp can make sense of, refused with a typed error. */
+const checkOptions = (options: Options): Errors.InvalidOption | undefined => {
+  const ahead = options.prefetchAhead
+  if (ahead !== undefined && !(Number.isInteger(ahead) && ahead >= 0 && ahead <= 1000)) {
+    return new Errors.InvalidOption({
+      option: "prefetchAhead",
+      reason: `must be an integer from 0 to 1,000, got ${String(ahead)}`
+    })
+  }
+  const idle = options.consumerIdleTimeout
+  if (idle !== undefined && !(Number.isFinite(idle) && idle > 0)) {
+    return new Errors.InvalidOption({
+      option: "consumerIdleTimeout",
+      reason: `must be a positive number of milliseconds, got ${String(idle)}`
+    })
+  }
+  return undefined
+}
+
 const resolve = (options: Options) => {
   const queueType = options.queueType ?? "classic"
   const settings: Topology.TopologySettings = {
@@ -104,6 +139,8 @@ const resolve = (options: Options) => {
     },
     connectionName: options.connectionName ?? "errand",
     leaseExtension: options.leaseExtension ?? true,
+    prefetchAhead: options.prefetchAhead ?? defaultPrefetchAhead,
+    consumerIdleTimeout: options.consumerIdleTimeout ?? 5_000,
     socketOptions: options.socketOptions ?? {}
   }
 }
@@ -189,6 +226,8 @@ export class RabbitMQBroker extends Context.Service<RabbitMQBroker, RabbitMQBrok
  * @since 0.1.0
  */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
+  const refused = checkOptions(options)
+  if (refused !== undefined) return yield* refused
   const resolved = resolve(options)
   const endpoint = endpointOf(resolved.url)
   const settings = resolved.settings
@@ -244,7 +283,17 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const consumerOf = (queue: string): QueueConsumer => {
     let consumer = consumers.get(queue)
     if (consumer === undefined) {
-      consumer = new QueueConsumer(client, queue)
+      consumer = new QueueConsumer(client, queue, resolved.consumerIdleTimeout, (idle) => {
+        if (consumers.get(queue) === idle) consumers.delete(queue)
+        idle
+          .close()
+          .catch((error: unknown) =>
+            log(
+              "debug",
+              `idle consumer of ${queue} not closed: ${error instanceof Error ? error.message : String(error)}`
+            )
+          )
+      })
       consumers.set(queue, consumer)
     }
     return consumer
@@ -333,12 +382,15 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     Effect.suspend(() => {
       if (!(max > 0)) return Effect.succeed([])
       const consumer = consumerOf(queue)
+      consumer.touch()
       const deadline = Date.now() + Math.max(0, wait)
+      // the prefetch covers what is in flight, this take and the deliveries sent ahead
+      const prefetch = consumer.active.size + max + resolved.prefetchAhead
       // the common case: the consumer runs already with a prefetch that covers this take
-      if (consumer.isRunning(consumer.active.size + max)) return takeFrom(queue, consumer, max, lease, deadline)
+      if (consumer.isRunning(prefetch)) return takeFrom(queue, consumer, max, lease, deadline)
       // While the broker is away the consumer restarts in the background: wait for it no longer
       // than `wait`, but report a failure that comes within it (a refused declaration…).
-      const started = consumer.ensure(consumer.active.size + max)
+      const started = consumer.ensure(prefetch)
       started.catch((error: unknown) =>
         log("debug", `consumer of ${queue} not started: ${error instanceof Error ? error.message : String(error)}`)
       )
@@ -493,7 +545,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
  *
  * @since 0.1.0
  */
-export const layer = (options: Options = {}): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError> =>
+export const layer = (
+  options: Options = {}
+): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError | Errors.InvalidOption> =>
   Layer.effectContext(
     Effect.map(make(options), (broker) => Context.make(RabbitMQBroker, broker).pipe(Context.add(Broker.Broker, broker)))
   )
@@ -513,5 +567,5 @@ export const layer = (options: Options = {}): Layer.Layer<RabbitMQBroker | Broke
  */
 export const layerConfig = (
   config: Config.Wrap<Options>
-): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError | Config.ConfigError> =>
+): Layer.Layer<RabbitMQBroker | Broker.Broker, Errors.BrokerError | Errors.InvalidOption | Config.ConfigError> =>
   Layer.unwrap(Effect.map(Config.unwrap(config), (options) => layer(options)))

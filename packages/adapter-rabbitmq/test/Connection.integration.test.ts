@@ -13,13 +13,19 @@ const failure = <A, E>(exit: Exit.Exit<A, E>): E => {
   return error.error
 }
 
+const brokerFailure = <A, E>(exit: Exit.Exit<A, E>): Errors.BrokerError => {
+  const error = failure(exit)
+  if (!(error instanceof Errors.BrokerError)) throw new Error(`expected a BrokerError, got ${String(error)}`)
+  return error
+}
+
 describe("connection and publishing errors", () => {
   it.live("a wrong password is Unauthorized and the message shows host:port only", () =>
     Effect.gen(function* () {
       const parsed = new URL(url)
       parsed.password = "wrong-Pa55word"
       const exit = yield* Effect.exit(Effect.scoped(RabbitMQBroker.make({ url: parsed.toString() })))
-      const error = failure(exit)
+      const error = brokerFailure(exit)
       expect(error).toBeInstanceOf(Errors.BrokerError)
       expect(error.reason).toBe("Unauthorized")
       expect(error.operation).toBe("connect")
@@ -52,7 +58,7 @@ describe("connection and publishing errors", () => {
   it.live("an unreachable broker is a Connection error", () =>
     Effect.gen(function* () {
       const exit = yield* Effect.exit(Effect.scoped(RabbitMQBroker.make({ url: "amqp://u:secret@127.0.0.1:1" })))
-      const error = failure(exit)
+      const error = brokerFailure(exit)
       expect(error.reason).toBe("Connection")
       expect(error.message).toContain("127.0.0.1:1")
       expect(error.message).not.toContain("secret")

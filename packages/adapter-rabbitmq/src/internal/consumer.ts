@@ -77,10 +77,38 @@ export class QueueConsumer {
   /** Scratch space of `flushAcks`. */
   private readonly ackScratch: Array<amqp.Message> = []
 
+  /** When a take last asked this consumer for deliveries (epoch ms). */
+  private lastDemand = Date.now()
+  /** Looks for a consumer no take uses any more (a worker stopped while the layer lives on). */
+  private readonly idleTimer = new DeadlineTimer((now) => this.sweepIdle(now), true)
+
+  /**
+   * @param onIdle called once when no take has asked for deliveries for `idleTimeout` ms while
+   *   none is handed out or waited for: the owner closes the consumer, which returns what it
+   *   buffered to the queue (the next take starts a new one).
+   */
   constructor(
     private readonly client: Client,
-    readonly queue: string
+    readonly queue: string,
+    private readonly idleTimeout: number = Infinity,
+    private readonly onIdle: (consumer: QueueConsumer) => void = () => {}
   ) {}
+
+  /** A take asks for deliveries: the consumer is in use. */
+  touch(): void {
+    this.lastDemand = Date.now()
+    if (Number.isFinite(this.idleTimeout)) this.idleTimer.schedule(this.lastDemand + this.idleTimeout)
+  }
+
+  /** Hand the consumer to `onIdle` once nothing has used it for `idleTimeout`; else look again later. */
+  private sweepIdle(now: number): number {
+    if (this.closed) return Infinity
+    const idleAt = this.lastDemand + this.idleTimeout
+    if (this.waiters.size > 0 || this.active.size > 0) return now + this.idleTimeout
+    if (idleAt > now) return idleAt
+    this.onIdle(this)
+    return Infinity
+  }
 
   /** Deliveries received and not yet handed out. */
   get buffered(): number {
@@ -421,6 +449,7 @@ export class QueueConsumer {
     for (const waiter of waiters) waiter.wake()
     this.waitTimer.cancel()
     this.leaseTimer.cancel()
+    this.idleTimer.cancel()
     const channel = this.channel
     this.channel = undefined
     this.output = undefined
