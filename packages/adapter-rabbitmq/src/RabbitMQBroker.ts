@@ -62,15 +62,17 @@ export interface Options {
   /**
    * How many deliveries the broker may send ahead of the worker's free slots: the consumer's
    * prefetch is (deliveries in flight + the take's `max` + this). They wait in this process's
-   * buffer, unleased, until a take hands them out, and go back to the queue when the layer closes.
+   * buffer, unleased, until a take hands them out, and go back to the queue when the layer closes
+   * or the consumer is idle (`consumerIdleTimeout`).
    * Default 10; 0 makes the prefetch follow the worker's concurrency exactly (a worker at
    * concurrency 1 then waits a full round trip to the broker between two jobs).
    */
   readonly prefetchAhead?: number | undefined
   /**
-   * A queue's consumer that no take has used for this long, ms, while none of its deliveries is
-   * handed out (the worker stopped, the layer lives on), is cancelled and what it buffered goes
-   * back to the queue; the next take starts a new one. Default 5,000.
+   * A queue's consumer that no take has used for at least this long, ms, while none of its
+   * deliveries is handed out or being retried or dead-lettered (the worker stopped, the layer lives
+   * on), is cancelled and what it buffered goes back to the queue; the next take starts a new one.
+   * Default 5,000; `Infinity` never.
    */
   readonly consumerIdleTimeout?: number | undefined
 }
@@ -110,10 +112,10 @@ const checkOptions = (options: Options): Errors.InvalidOption | undefined => {
     })
   }
   const idle = options.consumerIdleTimeout
-  if (idle !== undefined && !(Number.isFinite(idle) && idle > 0)) {
+  if (idle !== undefined && !(typeof idle === "number" && idle > 0)) {
     return new Errors.InvalidOption({
       option: "consumerIdleTimeout",
-      reason: `must be a positive number of milliseconds, got ${String(idle)}`
+      reason: `must be a positive number of milliseconds (Infinity: never), got ${String(idle)}`
     })
   }
   return undefined
@@ -324,9 +326,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     const replace = (operation: string, publish: () => Promise<void>) =>
       Effect.suspend(() => {
         if (!consumer.claim(entry)) return Effect.void
+        consumer.beginReplace()
         return attempt(operation, publish).pipe(
           Effect.tap(() => Effect.sync(() => consumer.settle(entry, "ack"))),
-          Effect.tapError(() => Effect.sync(() => consumer.settle(entry, "requeue")))
+          Effect.tapError(() => Effect.sync(() => consumer.settle(entry, "requeue"))),
+          Effect.ensuring(Effect.sync(() => consumer.endReplace()))
         )
       })
 
@@ -369,6 +373,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     lease: number,
     deadline: number
   ): Effect.Effect<ReadonlyArray<Broker.Delivery>> => {
+    // closed as idle while this take was starting it (a start slower than consumerIdleTimeout):
+    // nothing to hand out, and the next take starts a new consumer
+    if (consumer.isClosed) return Effect.succeed([])
     const drain = Effect.sync(() => consumer.drain(max, lease).map((entry) => toDelivery(queue, consumer, entry)))
     if (consumer.buffered > 0 || deadline <= Date.now()) return drain
     // the consumer's one timer bounds the wait: no timer per take

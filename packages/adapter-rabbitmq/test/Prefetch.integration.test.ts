@@ -124,7 +124,8 @@ describe("prefetch ahead of the worker's free slots", () => {
         ["prefetchAhead", 1001],
         ["prefetchAhead", Number.NaN],
         ["consumerIdleTimeout", 0],
-        ["consumerIdleTimeout", Number.POSITIVE_INFINITY]
+        ["consumerIdleTimeout", -5],
+        ["consumerIdleTimeout", Number.NaN]
       ]
       for (const [option, value] of bad) {
         // port 1: a connection attempt would fail with a Connection error instead

@@ -36,7 +36,9 @@ describe("broker restart", () => {
     "stop_app/start_app loses no confirmed message (ready, delayed, dead) and consumers resume",
     () =>
       Effect.gen(function* () {
-        const broker = yield* RabbitMQBroker.make({ url })
+        // nothing takes during the restart, which can outlast the default idle timeout: keep the
+        // consumer, whose own restart is what this test watches
+        const broker = yield* RabbitMQBroker.make({ url, consumerIdleTimeout: Number.POSITIVE_INFINITY })
         const queue = uniqueQueue("restart")
         yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
         yield* broker.send(queue, [message("dead")])

@@ -94,17 +94,43 @@ export class QueueConsumer {
     private readonly onIdle: (consumer: QueueConsumer) => void = () => {}
   ) {}
 
+  /**
+   * Claimed deliveries whose replacement is still being published (a retry or a dead-letter: the
+   * original is acked only once the replacement is confirmed). They are no longer `active`, but
+   * closing the channel now would requeue the original next to its replacement.
+   */
+  private replacing = 0
+
   /** A take asks for deliveries: the consumer is in use. */
   touch(): void {
     this.lastDemand = Date.now()
     if (Number.isFinite(this.idleTimeout)) this.idleTimer.schedule(this.lastDemand + this.idleTimeout)
   }
 
-  /** Hand the consumer to `onIdle` once nothing has used it for `idleTimeout`; else look again later. */
+  /** Whether the consumer was closed (for good: a later take uses a new one). */
+  get isClosed(): boolean {
+    return this.closed
+  }
+
+  /** A replacement of a claimed delivery is being published (see `replacing`). */
+  beginReplace(): void {
+    this.replacing++
+  }
+
+  /** The replacement was confirmed or failed, and the original settled. */
+  endReplace(): void {
+    this.replacing--
+    this.lastDemand = Date.now()
+  }
+
+  /**
+   * Hand the consumer to `onIdle` once no take has used it for `idleTimeout` and none of its
+   * deliveries is handed out, waited for or being replaced; else look again later.
+   */
   private sweepIdle(now: number): number {
     if (this.closed) return Infinity
+    if (this.waiters.size > 0 || this.active.size > 0 || this.replacing > 0) this.lastDemand = now
     const idleAt = this.lastDemand + this.idleTimeout
-    if (this.waiters.size > 0 || this.active.size > 0) return now + this.idleTimeout
     if (idleAt > now) return idleAt
     this.onIdle(this)
     return Infinity
