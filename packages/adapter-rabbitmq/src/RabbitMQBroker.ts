@@ -239,6 +239,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     Effect.runForkWith(services)(level === "debug" ? Effect.logDebug(line) : Effect.logWarning(line))
   }
   const consumers = new Map<string, QueueConsumer>()
+  /** Closes of consumers that went idle (no longer in `consumers`), awaited by the layer's close. */
+  const idleCloses = new Set<Promise<void>>()
 
   const client = yield* Effect.acquireRelease(
     Effect.tryPromise({
@@ -259,6 +261,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       Effect.promise(async () => {
         await Promise.all([...consumers.values()].map((consumer) => consumer.close()))
         consumers.clear()
+        await Promise.all(idleCloses)
         await client.close()
       })
   )
@@ -287,7 +290,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     if (consumer === undefined) {
       consumer = new QueueConsumer(client, queue, resolved.consumerIdleTimeout, (idle) => {
         if (consumers.get(queue) === idle) consumers.delete(queue)
-        idle
+        const closing = idle
           .close()
           .catch((error: unknown) =>
             log(
@@ -295,6 +298,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               `idle consumer of ${queue} not closed: ${error instanceof Error ? error.message : String(error)}`
             )
           )
+          .finally(() => idleCloses.delete(closing))
+        idleCloses.add(closing)
       })
       consumers.set(queue, consumer)
     }
