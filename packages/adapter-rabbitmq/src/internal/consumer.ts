@@ -84,8 +84,8 @@ export class QueueConsumer {
 
   /**
    * @param onIdle called once when no take has asked for deliveries for `idleTimeout` ms while
-   *   none is handed out or waited for: the owner closes the consumer, which returns what it
-   *   buffered to the queue (the next take starts a new one).
+   *   none is handed out, waited for or being replaced: the owner closes the consumer, which
+   *   returns what it buffered to the queue (the next take starts a new one).
    */
   constructor(
     private readonly client: Client,
