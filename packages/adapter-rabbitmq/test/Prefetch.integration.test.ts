@@ -19,8 +19,8 @@ const readyOnBroker = (queue: string) =>
 
 const ids = (n: number) => Array.from({ length: n }, (_, i) => `m${i}`)
 
-/** Send `n` messages, take one, and report what the broker still holds and what stats say. */
-const afterOneTake = (options: RabbitMQBroker.Options, n: number) =>
+/** A broker with `options` and a fresh queue holding `n` messages, of which one was taken. */
+const withOneTaken = (options: RabbitMQBroker.Options, n: number) =>
   Effect.gen(function* () {
     const broker = yield* RabbitMQBroker.make({ url, ...options })
     const queue = uniqueQueue("prefetch")
@@ -31,6 +31,13 @@ const afterOneTake = (options: RabbitMQBroker.Options, n: number) =>
     )
     const taken = yield* broker.take(queue, { max: 1, lease: 30_000, wait: 5_000 })
     expect(taken.map((d) => d.id)).toEqual(["m0"])
+    return { broker, queue, first: taken[0]! }
+  })
+
+/** Send `n` messages, take one, and report what the broker still holds and what stats say. */
+const afterOneTake = (options: RabbitMQBroker.Options, n: number) =>
+  Effect.gen(function* () {
+    const { broker, queue } = yield* withOneTaken(options, n)
     // the broker delivers what the prefetch allows shortly after the take returns
     yield* Effect.sleep(300)
     const ready = yield* readyOnBroker(queue)
@@ -93,25 +100,24 @@ describe("prefetch ahead of the worker's free slots", () => {
 
   it.live("a consumer no take uses any more gives back what it buffered; a later take starts a new one", () =>
     Effect.gen(function* () {
-      const broker = yield* RabbitMQBroker.make({ url, prefetchAhead: 4, consumerIdleTimeout: 300 })
-      const queue = uniqueQueue("prefetch-idle")
-      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
-      yield* broker.send(
-        queue,
-        ids(10).map((id) => message(id))
-      )
-      const [first] = yield* broker.take(queue, { max: 1, lease: 30_000, wait: 5_000 })
+      const { broker, queue, first } = yield* withOneTaken({ prefetchAhead: 4, consumerIdleTimeout: 300 }, 10)
+      const channel = broker.unsafeConsumer(queue)?.channel
+      expect(channel).toBeDefined()
       // while a delivery is handed out the consumer is in use, however long the job takes
       yield* eventually(readyOnBroker(queue), (ready) => ready === 10 - 1 - 4)
       yield* Effect.sleep(700)
       expect(yield* readyOnBroker(queue)).toBe(5)
-      yield* first!.ack
+      yield* first.ack
       // nothing handed out and no take for 300 ms: the four buffered ones go back
       expect(yield* eventually(readyOnBroker(queue), (ready) => ready === 9, 5_000)).toBe(9)
+      expect(broker.unsafeConsumer(queue)).toBeUndefined()
       expect((yield* broker.stats(queue)).waiting).toBe(9)
-      // and the next take consumes again
+      // and the next take consumes again, on a new consumer and channel
       const rest = yield* takeAtLeast(broker, queue, 9)
       expect(rest.map((d) => d.id).sort()).toEqual(ids(10).slice(1))
+      const again = broker.unsafeConsumer(queue)?.channel
+      expect(again).toBeDefined()
+      expect(again).not.toBe(channel)
       for (const delivery of rest) yield* delivery.ack
     }).pipe(Effect.scoped)
   )
