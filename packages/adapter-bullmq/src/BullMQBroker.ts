@@ -20,6 +20,7 @@ import { randomUUID } from "node:crypto"
 import * as Connection from "./internal/connection.js"
 import { toBrokerError } from "./internal/errors.js"
 import { deadLetterScript, fromJobId, queueKeys, toJobId, uncountScript } from "./internal/keys.js"
+import { holdRestOfTick } from "./internal/writes.js"
 
 /**
  * What this adapter really does. Ordering is `"none"`: open-source BullMQ has no per-group
@@ -498,10 +499,13 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
       try {
         const args = backend.moveToCompletedArgs(bullJob(jobId), "null", removeOnComplete, token, fetchNext)
         const bull = bullClients.get(worker)
-        sent =
-          bull !== undefined
-            ? backend.execCommand(bull, "moveToFinished", args)
-            : backend.client.then((c) => backend.execCommand(c, "moveToFinished", args))
+        if (bull !== undefined) {
+          sent = backend.execCommand(bull, "moveToFinished", args)
+          // the acks of handlers ending in this same tick go out with the next write, together
+          holdRestOfTick(bull)
+        } else {
+          sent = backend.client.then((c) => backend.execCommand(c, "moveToFinished", args))
+        }
       } catch (error) {
         return Promise.reject(error)
       }

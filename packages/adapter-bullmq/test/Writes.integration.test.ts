@@ -1,0 +1,114 @@
+import { afterEach, describe, expect, it } from "@effect/vitest"
+import { Broker } from "@errand/core"
+import { Effect } from "effect"
+import { Redis } from "ioredis"
+import { randomUUID } from "node:crypto"
+import { Socket } from "node:net"
+import { holdRestOfTick } from "../src/internal/writes.js"
+import { deleteKeys, message, redisUrl, takeN, uniquePrefix, uniqueQueue } from "./helpers.js"
+import { BullMQBroker } from "../src/index.js"
+
+const nextTick = () => new Promise<void>((resolve) => process.nextTick(resolve))
+
+/** A connected client whose socket counts the writes it makes (one per system call). */
+const counted = async () => {
+  const client = new Redis(redisUrl, { lazyConnect: true })
+  await client.connect()
+  const stream = client.stream as unknown as Record<string, (...args: Array<unknown>) => unknown>
+  const write = stream["_writeGeneric"]!
+  const counter = { writes: 0 }
+  stream["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
+    counter.writes++
+    return write.apply(this, args)
+  }
+  return { client, counter }
+}
+
+const clients: Array<Redis> = []
+afterEach(async () => {
+  for (const client of clients.splice(0)) {
+    await client.quit().catch(() => client.disconnect())
+  }
+})
+
+describe("holdRestOfTick", () => {
+  it("sends the commands written after it in the same tick in one write, in order", async () => {
+    const { client, counter } = await counted()
+    clients.push(client)
+    const key = `errand-test-writes-${randomUUID()}`
+    const replies: Array<Promise<number>> = [client.incr(key)]
+    holdRestOfTick(client)
+    // the command before the hold has left; the ones after it wait for the end of the tick
+    expect(counter.writes).toBe(1)
+    for (let i = 0; i < 19; i++) {
+      replies.push(client.incr(key))
+      holdRestOfTick(client)
+    }
+    expect(counter.writes).toBe(1)
+    expect(client.stream.writableLength).toBeGreaterThan(0)
+    await nextTick()
+    expect(counter.writes).toBe(2)
+    expect(await Promise.all(replies)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1))
+    await client.del(key)
+  })
+
+  it("holds only until the tick ends: a later tick writes at once again", async () => {
+    const { client, counter } = await counted()
+    clients.push(client)
+    await client.ping()
+    holdRestOfTick(client)
+    await nextTick()
+    counter.writes = 0
+    const reply = client.ping()
+    expect(counter.writes).toBe(1)
+    expect(await reply).toBe("PONG")
+  })
+
+  it("without it, each command is its own write", async () => {
+    const { client, counter } = await counted()
+    clients.push(client)
+    await Promise.all(Array.from({ length: 10 }, () => client.ping()))
+    expect(counter.writes).toBe(10)
+  })
+
+  it("does nothing on a client that is not ready", () => {
+    const calls: Array<string> = []
+    const stream = { cork: () => calls.push("cork"), uncork: () => calls.push("uncork") }
+    holdRestOfTick({ status: "connecting", stream })
+    holdRestOfTick({ status: "ready" })
+    expect(calls).toEqual([])
+  })
+})
+
+describe("acks", () => {
+  it.live("acks made in one tick leave in a few socket writes, not one each", () => {
+    const prefix = uniquePrefix()
+    const queue = uniqueQueue("acks")
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      const ids = Array.from({ length: 30 }, (_, i) => `a${i}`)
+      yield* broker.send(queue, ids.map((id) => message(id)))
+      const taken = yield* takeN(broker, queue, ids.length)
+      expect(taken).toHaveLength(ids.length)
+      const proto = Socket.prototype as unknown as Record<string, (...args: Array<unknown>) => unknown>
+      const write = proto["_writeGeneric"]!
+      let writes = 0
+      proto["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
+        writes++
+        return write.apply(this, args)
+      }
+      yield* Effect.forEach(taken, (delivery) => delivery.ack, { concurrency: "unbounded", discard: true }).pipe(
+        Effect.ensuring(Effect.sync(() => (proto["_writeGeneric"] = write)))
+      )
+      // the first ack goes out at once and the other 29 together (a fetch of the next job may add one)
+      expect(writes).toBeGreaterThan(0)
+      expect(writes).toBeLessThanOrEqual(4)
+      const stats = yield* broker.stats(queue)
+      expect(stats.active).toBe(0)
+      expect(stats.waiting).toBe(0)
+    }).pipe(
+      Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix, stalledInterval: 250 })),
+      Effect.ensuring(deleteKeys(prefix))
+    )
+  })
+})
