@@ -168,6 +168,8 @@ interface Live {
 }
 
 /** Longest a job fetched by an ack waits for a `take` before it goes back to wait. */
+/** Adds per pipeline in a bulk send: small enough that Redis starts on the first while the rest are built. */
+const pipelineSize = 250
 const maxPrefetchHold = 1000
 
 const noop = () => {}
@@ -393,14 +395,20 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             const jobId = toJobId(message.id)
             await backend.addJobToTransaction(bull, jobData(message), jobId)
           } else {
-            // what Queue.addBulk does: one pipeline of add scripts (each add's own promise settles
-            // with the pipeline; the replies carry any error)
-            const pipeline = bull.pipeline() as unknown as ChainableCommander
-            for (const message of messages) {
-              const jobId = toJobId(message.id)
-              backend.addJobToTransaction(pipeline as never, jobData(message), jobId).catch(noop)
+            // what Queue.addBulk does, pipelines of add scripts (each add's own promise settles
+            // with its pipeline; the replies carry any error), but in pipelines of `pipelineSize`
+            // each sent as soon as it is built: Redis runs the first while the next is built
+            const sent: Array<Promise<Array<[Error | null, unknown]> | null>> = []
+            for (let from = 0; from < messages.length; from += pipelineSize) {
+              const pipeline = bull.pipeline() as unknown as ChainableCommander
+              const to = Math.min(messages.length, from + pipelineSize)
+              for (let i = from; i < to; i++) {
+                const message = messages[i]!
+                backend.addJobToTransaction(pipeline as never, jobData(message), toJobId(message.id)).catch(noop)
+              }
+              sent.push(pipeline.exec())
             }
-            for (const [error] of (await pipeline.exec()) ?? []) if (error) throw error
+            for (const replies of await Promise.all(sent)) for (const [error] of replies ?? []) if (error) throw error
           }
           return messages.map((message) => ({ id: message.id, duplicate: false }))
         }

@@ -139,6 +139,26 @@ describe("BullMQBroker contract", () => {
     )
   )
 
+  it.live("a bulk send of core-made ids larger than one pipeline stores every job once, in order", () =>
+    withQueue((broker, queue) =>
+      Effect.gen(function* () {
+        // 601: two full pipelines of 250 and a partial one
+        const ids = Array.from({ length: 601 }, (_, i) => `u${i}`)
+        const results = yield* broker.send(
+          queue,
+          ids.map((id) => message(id, `{"n":"${id}"}`, { unique: true }))
+        )
+        expect(results).toEqual(ids.map((id) => ({ id, duplicate: false })))
+        expect(yield* broker.stats(queue)).toEqual({ waiting: 601, active: 0, delayed: 0, dead: 0 })
+        const taken = yield* takeN(broker, queue, 601)
+        expect(taken.map((d) => d.id)).toEqual(ids)
+        expect(taken.map((d) => d.body)).toEqual(ids.map((id) => `{"n":"${id}"}`))
+        yield* Effect.forEach(taken, (d) => d.ack, { concurrency: 50, discard: true })
+        expect(yield* broker.stats(queue)).toEqual({ waiting: 0, active: 0, delayed: 0, dead: 0 })
+      })
+    )
+  )
+
   it.live("extendLease keeps a job past its lease; without it the job comes back", () =>
     withQueue((broker, queue) =>
       Effect.gen(function* () {
