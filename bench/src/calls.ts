@@ -2,7 +2,8 @@
  * `--calls`: count what each side asks of its broker, per job. In-process and client-side, so it
  * does not depend on the (shared, loaded) machine: Redis commands (ioredis `sendCommand`), AMQP
  * methods and publishes (amqplib), SQS API operations (`SQSClient.send`), and socket writes per
- * broker port (a pipeline or a batch is one write). Sides run one at a time, so a counter's change
+ * broker port, as sent to the socket handle (a pipeline, a batch or writes held together by `cork`
+ * are one write). Sides run one at a time, so a counter's change
  * during a run belongs to that run.
  */
 import { createRequire } from "node:module"
@@ -19,11 +20,16 @@ let installed = false
 export const install = async (): Promise<void> => {
   if (installed) return
   installed = true
-  const write = net.Socket.prototype.write
-  net.Socket.prototype.write = function (this: net.Socket, ...args: Array<any>) {
+  // What reaches the socket handle (about one system call each): Node's `_writeGeneric`, which
+  // `_write` and `_writev` both call, so writes held by `cork` or queued behind a pending write
+  // count once, as they are sent. Falls back to counting `write` calls if Node's internals differ.
+  const proto = net.Socket.prototype as unknown as Record<string, (...a: Array<any>) => unknown>
+  const method = typeof proto["_writeGeneric"] === "function" ? "_writeGeneric" : "write"
+  const write = proto[method]!
+  proto[method] = function (this: net.Socket, ...args: Array<any>) {
     bump(`socket writes to :${this.remotePort ?? "?"}`)
-    return (write as (...a: Array<any>) => boolean).apply(this, args)
-  } as typeof write
+    return write.apply(this, args)
+  }
 
   const { Redis } = await import("ioredis")
   const sendCommand = Redis.prototype.sendCommand

@@ -87,7 +87,10 @@ describe("acks", () => {
     return Effect.gen(function* () {
       const broker = yield* Broker.Broker
       const ids = Array.from({ length: 30 }, (_, i) => `a${i}`)
-      yield* broker.send(queue, ids.map((id) => message(id)))
+      yield* broker.send(
+        queue,
+        ids.map((id) => message(id))
+      )
       const taken = yield* takeN(broker, queue, ids.length)
       expect(taken).toHaveLength(ids.length)
       const proto = Socket.prototype as unknown as Record<string, (...args: Array<unknown>) => unknown>
