@@ -4,7 +4,7 @@ import { Effect } from "effect"
 import { Redis } from "ioredis"
 import { randomUUID } from "node:crypto"
 import { Socket } from "node:net"
-import { holdRestOfTick } from "../src/internal/writes.js"
+import { holdRestOfTick, inOneWrite } from "../src/internal/writes.js"
 import { deleteKeys, message, redisUrl, takeN, uniquePrefix, uniqueQueue } from "./helpers.js"
 import { BullMQBroker } from "../src/index.js"
 
@@ -77,6 +77,69 @@ describe("holdRestOfTick", () => {
     holdRestOfTick({ status: "connecting", stream })
     holdRestOfTick({ status: "ready" })
     expect(calls).toEqual([])
+  })
+})
+
+describe("inOneWrite", () => {
+  it("sends what it writes in one write when it returns", async () => {
+    const { client, counter } = await counted()
+    clients.push(client)
+    const replies: Array<Promise<string>> = []
+    inOneWrite(client, () => {
+      for (let i = 0; i < 10; i++) replies.push(client.ping())
+      expect(counter.writes).toBe(0)
+    })
+    expect(counter.writes).toBe(1)
+    expect(await Promise.all(replies)).toEqual(Array.from({ length: 10 }, () => "PONG"))
+  })
+
+  it("still runs the writes on a client that is not ready", () => {
+    let ran = false
+    inOneWrite({ status: "end" }, () => (ran = true))
+    expect(ran).toBe(true)
+  })
+})
+
+/** Count every socket write in the process while `effect` runs. */
+const countingWrites = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Effect.suspend(() => {
+    const proto = Socket.prototype as unknown as Record<string, (...args: Array<unknown>) => unknown>
+    const write = proto["_writeGeneric"]!
+    const counter = { writes: 0 }
+    proto["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
+      counter.writes++
+      return write.apply(this, args)
+    }
+    return effect.pipe(
+      Effect.map((value) => ({ value, writes: counter.writes })),
+      Effect.ensuring(Effect.sync(() => (proto["_writeGeneric"] = write)))
+    )
+  })
+
+describe("sends", () => {
+  it.live("a bulk send of core-made ids leaves in one write per 250 jobs", () => {
+    const prefix = uniquePrefix()
+    const queue = uniqueQueue("bulk")
+    return Effect.gen(function* () {
+      const broker = yield* Broker.Broker
+      // declare the queue's BullMQ objects (and load the scripts) outside the count
+      yield* broker.send(queue, [message("first", undefined, { unique: true })])
+      const ids = Array.from({ length: 601 }, (_, i) => `b${i}`)
+      const { value: results, writes } = yield* countingWrites(
+        broker.send(
+          queue,
+          ids.map((id) => message(id, undefined, { unique: true }))
+        )
+      )
+      expect(results).toHaveLength(601)
+      // three groups of at most 250 (another connection writing meanwhile would add one)
+      expect(writes).toBeGreaterThanOrEqual(3)
+      expect(writes).toBeLessThanOrEqual(4)
+      expect((yield* broker.stats(queue)).waiting).toBe(602)
+    }).pipe(
+      Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix, stalledInterval: 250 })),
+      Effect.ensuring(deleteKeys(prefix))
+    )
   })
 })
 

@@ -1,5 +1,5 @@
 /**
- * Writes of one tick in one socket write.
+ * Commands in one socket write: the acks of one tick, the adds of one batch.
  *
  * @internal
  */
@@ -9,6 +9,14 @@ interface Corkable {
 }
 
 const held = new WeakSet<Corkable>()
+
+/** The socket of a ready ioredis client, if it can be corked. */
+const corkable = (client: object): Corkable | undefined => {
+  const { status, stream } = client as { readonly status?: unknown; readonly stream?: Partial<Corkable> }
+  return status === "ready" && typeof stream?.cork === "function" && typeof stream.uncork === "function"
+    ? (stream as Corkable)
+    : undefined
+}
 
 const release = (stream: Corkable): void => {
   held.delete(stream)
@@ -23,17 +31,24 @@ const release = (stream: Corkable): void => {
  * once, instead of once each. Order on the connection is unchanged.
  */
 export const holdRestOfTick = (client: object): void => {
-  const { status, stream } = client as { readonly status?: unknown; readonly stream?: Partial<Corkable> }
-  if (
-    stream === undefined ||
-    typeof stream.cork !== "function" ||
-    typeof stream.uncork !== "function" ||
-    status !== "ready" ||
-    held.has(stream as Corkable)
-  ) {
-    return
-  }
-  held.add(stream as Corkable)
+  const stream = corkable(client)
+  if (stream === undefined || held.has(stream)) return
+  held.add(stream)
   stream.cork()
   process.nextTick(release, stream)
+}
+
+/**
+ * Run `write` (which writes commands on `client`) with the socket corked, so that what it writes
+ * leaves in one write when it returns, after anything written before it.
+ */
+export const inOneWrite = (client: object, write: () => void): void => {
+  const stream = corkable(client)
+  if (stream === undefined) return write()
+  stream.cork()
+  try {
+    write()
+  } finally {
+    stream.uncork()
+  }
 }
