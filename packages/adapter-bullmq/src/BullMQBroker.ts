@@ -167,9 +167,9 @@ interface Live {
   settle: "open" | "settling" | "settled"
 }
 
-/** Longest a job fetched by an ack waits for a `take` before it goes back to wait. */
 /** Adds per socket write in a bulk send: few enough that Redis starts on the first while the rest are built. */
 const batchSize = 250
+/** Longest a job fetched by an ack waits for a `take` before it goes back to wait. */
 const maxPrefetchHold = 1000
 
 const noop = () => {}
@@ -395,10 +395,10 @@ export const make = (options: Options = {}): Effect.Effect<BullMQBrokerShape, La
             const jobId = toJobId(message.id)
             await backend.addJobToTransaction(bull, jobData(message), jobId)
           } else {
-            // Queue.addBulk's add scripts, written straight on the connection rather than through
-            // an ioredis Pipeline (whose per-command bookkeeping costs more CPU than the write it
-            // saves here), `batchSize` at a time in one socket write each, every group sent as
-            // soon as it is built: Redis runs the first while the next is built.
+            // Queue.addBulk's add scripts, `batchSize` at a time in one socket write each, every
+            // group sent as soon as it is built (Redis runs the first while the next is built);
+            // written straight on the connection with the socket corked rather than through an
+            // ioredis Pipeline: the same writes, without its per-command bookkeeping.
             const sent: Array<Promise<unknown>> = []
             for (let from = 0; from < messages.length; from += batchSize) {
               const to = Math.min(messages.length, from + batchSize)

@@ -139,10 +139,10 @@ describe("BullMQBroker contract", () => {
     )
   )
 
-  it.live("a bulk send of core-made ids larger than one pipeline stores every job once, in order", () =>
+  it.live("a bulk send of core-made ids larger than one write stores every job once, in order", () =>
     withQueue((broker, queue) =>
       Effect.gen(function* () {
-        // 601: two full pipelines of 250 and a partial one
+        // 601: two full groups of 250 and a partial one
         const ids = Array.from({ length: 601 }, (_, i) => `u${i}`)
         const results = yield* broker.send(
           queue,
