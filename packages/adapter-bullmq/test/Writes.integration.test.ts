@@ -10,18 +10,33 @@ import { BullMQBroker } from "../src/index.js"
 
 const nextTick = () => new Promise<void>((resolve) => process.nextTick(resolve))
 
-/** A connected client whose socket counts the writes it makes (one per system call). */
-const counted = async () => {
-  const client = new Redis(redisUrl, { lazyConnect: true })
-  await client.connect()
-  const stream = client.stream as unknown as Record<string, (...args: Array<unknown>) => unknown>
-  const write = stream["_writeGeneric"]!
-  const counter = { writes: 0 }
-  stream["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
+/**
+ * Count the writes that reach a socket handle (about one system call each: Node's `_writeGeneric`,
+ * behind both `_write` and `_writev`) on `target`, one socket or `Socket.prototype` for all.
+ */
+const countWrites = (target: object) => {
+  const sockets = target as Record<string, (...args: Array<unknown>) => unknown>
+  const own = Object.prototype.hasOwnProperty.call(sockets, "_writeGeneric")
+  const write = sockets["_writeGeneric"]!
+  const counter = {
+    writes: 0,
+    restore: () => {
+      if (own) sockets["_writeGeneric"] = write
+      else delete sockets["_writeGeneric"]
+    }
+  }
+  sockets["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
     counter.writes++
     return write.apply(this, args)
   }
-  return { client, counter }
+  return counter
+}
+
+/** A connected client whose socket counts its writes. */
+const counted = async () => {
+  const client = new Redis(redisUrl, { lazyConnect: true })
+  await client.connect()
+  return { client, counter: countWrites(client.stream) }
 }
 
 const clients: Array<Redis> = []
@@ -103,78 +118,66 @@ describe("inOneWrite", () => {
 /** Count every socket write in the process while `effect` runs. */
 const countingWrites = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
   Effect.suspend(() => {
-    const proto = Socket.prototype as unknown as Record<string, (...args: Array<unknown>) => unknown>
-    const write = proto["_writeGeneric"]!
-    const counter = { writes: 0 }
-    proto["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
-      counter.writes++
-      return write.apply(this, args)
-    }
+    const counter = countWrites(Socket.prototype)
     return effect.pipe(
       Effect.map((value) => ({ value, writes: counter.writes })),
-      Effect.ensuring(Effect.sync(() => (proto["_writeGeneric"] = write)))
+      Effect.ensuring(Effect.sync(counter.restore))
     )
   })
 
+/** Run `f` on a broker with a prefix of its own, deleting its keys afterwards. */
+const withBroker = <A, E>(f: (broker: Broker.BrokerShape, queue: string) => Effect.Effect<A, E>) => {
+  const prefix = uniquePrefix()
+  return Broker.Broker.use((broker) => f(broker, uniqueQueue("writes"))).pipe(
+    Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix, stalledInterval: 250 })),
+    Effect.ensuring(deleteKeys(prefix))
+  )
+}
+
 describe("sends", () => {
-  it.live("a bulk send of core-made ids leaves in one write per 250 jobs", () => {
-    const prefix = uniquePrefix()
-    const queue = uniqueQueue("bulk")
-    return Effect.gen(function* () {
-      const broker = yield* Broker.Broker
-      // declare the queue's BullMQ objects (and load the scripts) outside the count
-      yield* broker.send(queue, [message("first", undefined, { unique: true })])
-      const ids = Array.from({ length: 601 }, (_, i) => `b${i}`)
-      const { value: results, writes } = yield* countingWrites(
-        broker.send(
-          queue,
-          ids.map((id) => message(id, undefined, { unique: true }))
+  it.live("a bulk send of core-made ids leaves in one write per 250 jobs", () =>
+    withBroker((broker, queue) =>
+      Effect.gen(function* () {
+        // declare the queue's BullMQ objects (and load the scripts) outside the count
+        yield* broker.send(queue, [message("first", undefined, { unique: true })])
+        const ids = Array.from({ length: 601 }, (_, i) => `b${i}`)
+        const { value: results, writes } = yield* countingWrites(
+          broker.send(
+            queue,
+            ids.map((id) => message(id, undefined, { unique: true }))
+          )
         )
-      )
-      expect(results).toHaveLength(601)
-      // three groups of at most 250 (another connection writing meanwhile would add one)
-      expect(writes).toBeGreaterThanOrEqual(3)
-      expect(writes).toBeLessThanOrEqual(4)
-      expect((yield* broker.stats(queue)).waiting).toBe(602)
-    }).pipe(
-      Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix, stalledInterval: 250 })),
-      Effect.ensuring(deleteKeys(prefix))
+        expect(results).toHaveLength(601)
+        // three groups of at most 250 (another connection writing meanwhile would add one)
+        expect(writes).toBeGreaterThanOrEqual(3)
+        expect(writes).toBeLessThanOrEqual(4)
+        expect((yield* broker.stats(queue)).waiting).toBe(602)
+      })
     )
-  })
+  )
 })
 
 describe("acks", () => {
-  it.live("acks made in one tick leave in a few socket writes, not one each", () => {
-    const prefix = uniquePrefix()
-    const queue = uniqueQueue("acks")
-    return Effect.gen(function* () {
-      const broker = yield* Broker.Broker
-      const ids = Array.from({ length: 30 }, (_, i) => `a${i}`)
-      yield* broker.send(
-        queue,
-        ids.map((id) => message(id))
-      )
-      const taken = yield* takeN(broker, queue, ids.length)
-      expect(taken).toHaveLength(ids.length)
-      const proto = Socket.prototype as unknown as Record<string, (...args: Array<unknown>) => unknown>
-      const write = proto["_writeGeneric"]!
-      let writes = 0
-      proto["_writeGeneric"] = function (this: unknown, ...args: Array<unknown>) {
-        writes++
-        return write.apply(this, args)
-      }
-      yield* Effect.forEach(taken, (delivery) => delivery.ack, { concurrency: "unbounded", discard: true }).pipe(
-        Effect.ensuring(Effect.sync(() => (proto["_writeGeneric"] = write)))
-      )
-      // the first ack goes out at once and the other 29 together (a fetch of the next job may add one)
-      expect(writes).toBeGreaterThan(0)
-      expect(writes).toBeLessThanOrEqual(4)
-      const stats = yield* broker.stats(queue)
-      expect(stats.active).toBe(0)
-      expect(stats.waiting).toBe(0)
-    }).pipe(
-      Effect.provide(BullMQBroker.layer({ url: redisUrl, prefix, stalledInterval: 250 })),
-      Effect.ensuring(deleteKeys(prefix))
+  it.live("acks made in one tick leave in a few socket writes, not one each", () =>
+    withBroker((broker, queue) =>
+      Effect.gen(function* () {
+        const ids = Array.from({ length: 30 }, (_, i) => `a${i}`)
+        yield* broker.send(
+          queue,
+          ids.map((id) => message(id))
+        )
+        const taken = yield* takeN(broker, queue, ids.length)
+        expect(taken).toHaveLength(ids.length)
+        const { writes } = yield* countingWrites(
+          Effect.forEach(taken, (delivery) => delivery.ack, { concurrency: "unbounded", discard: true })
+        )
+        // the first ack goes out at once and the other 29 together (a fetch of the next job may add one)
+        expect(writes).toBeGreaterThan(0)
+        expect(writes).toBeLessThanOrEqual(4)
+        const stats = yield* broker.stats(queue)
+        expect(stats.active).toBe(0)
+        expect(stats.waiting).toBe(0)
+      })
     )
-  })
+  )
 })
