@@ -1,7 +1,13 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Topology from "../src/internal/topology.js"
 
-const settings: Topology.TopologySettings = { queueType: "classic", maxPriority: 9, resolution: 100, tiers: 6 }
+const settings: Topology.TopologySettings = {
+  queueType: "classic",
+  maxPriority: 9,
+  resolution: 100,
+  tiers: 6,
+  classicQueueVersion: 1
+}
 
 // RabbitMQ's topic matching: "*" one word, "#" zero or more words.
 const matches = (pattern: ReadonlyArray<string>, key: ReadonlyArray<string>): boolean => {
@@ -79,10 +85,47 @@ describe("wait tiers", () => {
       "x-dead-letter-routing-key": "q"
     })
     expect(Topology.bindings("q", settings)).toHaveLength(2 * settings.tiers)
+    expect(Topology.waitQueueOptions("q", { ...settings, queueType: "quorum" }, 0).arguments).not.toHaveProperty(
+      "x-queue-version"
+    )
     expect(Topology.waitQueueOptions("q", { ...settings, queueType: "quorum" }, 0).arguments).toMatchObject({
       "x-queue-type": "quorum",
       "x-dead-letter-strategy": "at-least-once",
       "x-overflow": "reject-publish"
     })
+  })
+
+  it("declares the classic storage version on every classic queue, and can declare it away", () => {
+    const v2 = { ...settings, classicQueueVersion: 2 } as const
+    const declarations = Topology.queueDeclarations("q", v2)
+    expect(declarations.map(([name]) => name)).toEqual([
+      "q",
+      "q~dlq",
+      ...Array.from({ length: settings.tiers }, (_, tier) => Topology.waitQueue("q", settings, tier))
+    ])
+    for (const [, options] of declarations) expect(options.arguments).toMatchObject({ "x-queue-version": 2 })
+    expect(Topology.workQueueOptions(v2).arguments).toEqual({ "x-queue-version": 2, "x-max-priority": 9 })
+    expect(Topology.withoutQueueVersion(Topology.workQueueOptions(v2))).toEqual({
+      durable: true,
+      arguments: { "x-max-priority": 9 }
+    })
+    for (const [, options] of Topology.queueDeclarations("q", settings))
+      expect(options.arguments).not.toHaveProperty("x-queue-version")
+    for (const [, options] of Topology.queueDeclarations("q", { ...v2, queueType: "quorum" }))
+      expect(options.arguments).not.toHaveProperty("x-queue-version")
+  })
+
+  it("recognises RabbitMQ's refusal of another storage version, and only that", () => {
+    const refusal = new Error(
+      "Channel closed by server: 406 (PRECONDITION-FAILED) with message \"PRECONDITION_FAILED - inequivalent arg 'x-queue-version' for queue 'q' in vhost '/': received the value '2' of type 'byte' but current is none\""
+    )
+    expect(Topology.isQueueVersionMismatch(refusal)).toBe(true)
+    expect(
+      Topology.isQueueVersionMismatch(
+        new Error("PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'q' in vhost '/'")
+      )
+    ).toBe(false)
+    expect(Topology.isQueueVersionMismatch(undefined)).toBe(false)
+    expect(Topology.isQueueVersionMismatch("x-queue-version")).toBe(false)
   })
 })

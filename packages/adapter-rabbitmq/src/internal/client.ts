@@ -313,22 +313,45 @@ export class Client {
 
   private async declare(queue: string): Promise<void> {
     const settings = this.options.settings
+    const queues = Topology.queueDeclarations(queue, settings)
+    const exchanges = Array.from({ length: settings.tiers }, (_, tier) => Topology.routeExchange(queue, settings, tier))
     const channel = await this.adminChannel()
-    const tiers = Array.from({ length: settings.tiers }, (_, tier) => tier)
     // amqplib pipelines these RPCs on the channel; waiting per group keeps the order that matters
     // (exchanges and queues exist before they are bound).
-    await Promise.all([
-      channel.assertQueue(queue, Topology.workQueueOptions(settings)),
-      channel.assertQueue(Topology.deadLetterQueue(queue), Topology.deadLetterQueueOptions(settings)),
-      ...tiers.map((tier) =>
-        channel.assertExchange(Topology.routeExchange(queue, settings, tier), "topic", { durable: true })
-      ),
-      ...tiers.map((tier) =>
-        channel.assertQueue(Topology.waitQueue(queue, settings, tier), Topology.waitQueueOptions(queue, settings, tier))
-      )
+    const declared = await Promise.allSettled([
+      ...queues.map(([name, options]) => channel.assertQueue(name, options)),
+      ...exchanges.map((exchange) => channel.assertExchange(exchange, "topic", { durable: true }))
     ])
+    // RabbitMQ answers the RPCs in order: the first refusal is the cause, the later ones only
+    // found the channel closed by it
+    const refused = declared.find((result) => result.status === "rejected")
+    if (refused === undefined) return this.bind(channel, queue)
+    if (!Topology.isQueueVersionMismatch(refused.reason)) throw refused.reason
+    // A queue created before the storage version was declared (an earlier Errand, or another
+    // client) keeps the version it has: declared again without `x-queue-version`, one queue at a
+    // time, on channels of its own (each refusal closes the channel).
+    let own = await this.channel()
+    try {
+      for (const [name, options] of queues) {
+        try {
+          await own.assertQueue(name, options)
+        } catch (error) {
+          if (!Topology.isQueueVersionMismatch(error)) throw error
+          own = await this.channel()
+          await own.assertQueue(name, Topology.withoutQueueVersion(options))
+        }
+      }
+      const on = own
+      await Promise.all(exchanges.map((exchange) => on.assertExchange(exchange, "topic", { durable: true })))
+      await this.bind(own, queue)
+    } finally {
+      void own.close().catch(() => {})
+    }
+  }
+
+  private async bind(channel: amqp.Channel, queue: string): Promise<void> {
     await Promise.all(
-      Topology.bindings(queue, settings).map((binding) =>
+      Topology.bindings(queue, this.options.settings).map((binding) =>
         binding.kind === "queue"
           ? channel.bindQueue(binding.destination, binding.exchange, binding.pattern)
           : channel.bindExchange(binding.destination, binding.exchange, binding.pattern)

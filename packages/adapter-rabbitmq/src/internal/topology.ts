@@ -25,6 +25,11 @@ export interface TopologySettings {
   readonly resolution: number
   /** Number of wait tiers. */
   readonly tiers: number
+  /**
+   * Storage version of the classic queues this adapter creates (`x-queue-version`): 2 declares it,
+   * 1 leaves it to the broker's default (version 1 before RabbitMQ 4.3). Ignored for quorum queues.
+   */
+  readonly classicQueueVersion: 1 | 2
 }
 
 export const deadLetterQueue = (queue: string): string => `${queue}~dlq`
@@ -60,8 +65,31 @@ export const tiersFor = (settings: TopologySettings, delay: number): ReadonlyArr
   return key.split(".").flatMap((bit, index) => (bit === "1" ? [settings.tiers - 1 - index] : []))
 }
 
+/** The argument that selects a classic queue's storage version. */
+export const queueVersionArgument = "x-queue-version"
+
 const typeArguments = (settings: TopologySettings): Record<string, unknown> =>
-  settings.queueType === "quorum" ? { "x-queue-type": "quorum" } : {}
+  settings.queueType === "quorum"
+    ? { "x-queue-type": "quorum" }
+    : settings.classicQueueVersion === 2
+      ? { [queueVersionArgument]: 2 }
+      : {}
+
+/**
+ * The same declaration without `x-queue-version`: how a queue created before this adapter
+ * declared the version (or by `classicQueueVersion: 1`) is declared again.
+ */
+export const withoutQueueVersion = (options: Options.AssertQueue): Options.AssertQueue => {
+  const { [queueVersionArgument]: _, ...rest } = options.arguments ?? {}
+  return { ...options, arguments: rest }
+}
+
+/**
+ * Whether a declaration was refused only because the queue exists with another storage version
+ * (RabbitMQ: `inequivalent arg 'x-queue-version' … received the value '2' … but current is none`).
+ */
+export const isQueueVersionMismatch = (error: unknown): boolean =>
+  /inequivalent arg 'x-queue-version'/u.test(String((error as { message?: unknown } | null)?.message ?? ""))
 
 /** Arguments of the work queue. */
 export const workQueueOptions = (settings: TopologySettings): Options.AssertQueue => ({
@@ -96,6 +124,19 @@ export const waitQueueOptions = (queue: string, settings: TopologySettings, tier
       : {})
   }
 })
+
+/** Every queue of `queue`'s topology with its declaration: the work queue, its dead letters, the wait tiers. */
+export const queueDeclarations = (
+  queue: string,
+  settings: TopologySettings
+): ReadonlyArray<readonly [string, Options.AssertQueue]> => [
+  [queue, workQueueOptions(settings)],
+  [deadLetterQueue(queue), deadLetterQueueOptions(settings)],
+  ...Array.from(
+    { length: settings.tiers },
+    (_, tier) => [waitQueue(queue, settings, tier), waitQueueOptions(queue, settings, tier)] as const
+  )
+]
 
 const repeat = (word: string, count: number): Array<string> => Array.from({ length: count }, () => word)
 
