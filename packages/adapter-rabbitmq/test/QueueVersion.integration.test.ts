@@ -27,14 +27,16 @@ const withConnection = <A>(f: (connection: amqp.ChannelModel) => Promise<A>) =>
   })
 
 /**
- * The storage version a queue was declared with, read the only way AMQP allows: RabbitMQ accepts
- * a second declaration only with the same arguments. `2`: it has `x-queue-version: 2`; `"none"`:
- * it has no version argument (the broker's default).
+ * The storage version an existing queue was declared with, read the only way AMQP allows:
+ * RabbitMQ accepts a second declaration only with the same arguments. `2`: it has
+ * `x-queue-version: 2`; `"none"`: it has no version argument (the broker's default). Fails for a
+ * queue that does not exist (checked passively first, so the probe never creates one).
  */
 const declaredVersion = (name: string, options: amqp.Options.AssertQueue) =>
   withConnection(async (connection) => {
     // a refused declaration closes its channel with an error event: one channel per attempt
     const channel = async () => (await connection.createChannel()).on("error", () => {})
+    await (await channel()).checkQueue(name)
     const withVersion = {
       ...options,
       arguments: { ...options.arguments, [Topology.queueVersionArgument]: 2 }
@@ -43,10 +45,22 @@ const declaredVersion = (name: string, options: amqp.Options.AssertQueue) =>
       await (await channel()).assertQueue(name, withVersion)
       return 2 as const
     } catch (error) {
-      if (!Topology.isQueueVersionMismatch(error)) throw error
+      if (Topology.unversionedQueueIn(error) !== name) throw error
+      return "none" as const
     }
-    await (await channel()).assertQueue(name, Topology.withoutQueueVersion(options))
-    return "none" as const
+  })
+
+/** The work queue and dead-letter queue of `queue` as session 6's Errand declared them (no version), holding `ids`. */
+const legacyQueues = (queue: string, ids: ReadonlyArray<string>) =>
+  withConnection(async (connection) => {
+    const [work, deadLetters] = Topology.queueDeclarations(queue, { ...defaults, classicQueueVersion: 1 })
+    const channel = await connection.createConfirmChannel()
+    await channel.assertQueue(work![0], work![1])
+    await channel.assertQueue(deadLetters![0], deadLetters![1])
+    for (const id of ids) {
+      channel.publish("", queue, Buffer.from(JSON.stringify({ id })), { persistent: true, messageId: id })
+    }
+    await channel.waitForConfirms()
   })
 
 describe("classic queue storage version (x-queue-version)", () => {
@@ -68,18 +82,9 @@ describe("classic queue storage version (x-queue-version)", () => {
   it.live("queues that exist without a version (an earlier Errand) keep it: nothing refused, nothing lost", () =>
     Effect.gen(function* () {
       const queue = uniqueQueue("cqv1-legacy")
-      const legacy = { ...defaults, classicQueueVersion: 1 } as const
-      const [work, deadLetters] = Topology.queueDeclarations(queue, legacy)
+      const [work, deadLetters] = Topology.queueDeclarations(queue, defaults)
       // the work queue and its dead-letter queue as an earlier version declared them, holding jobs
-      yield* withConnection(async (connection) => {
-        const channel = await connection.createConfirmChannel()
-        await channel.assertQueue(work![0], work![1])
-        await channel.assertQueue(deadLetters![0], deadLetters![1])
-        for (const id of ["old-1", "old-2"]) {
-          channel.publish("", queue, Buffer.from(JSON.stringify({ id })), { persistent: true, messageId: id })
-        }
-        await channel.waitForConfirms()
-      })
+      yield* legacyQueues(queue, ["old-1", "old-2"])
       const broker = yield* RabbitMQBroker.make({ url })
       yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
       // the send declares the topology: the two old queues again as they are, the wait tiers as version 2
@@ -90,9 +95,36 @@ describe("classic queue storage version (x-queue-version)", () => {
       expect(yield* declaredVersion(work![0], work![1])).toBe("none")
       expect(yield* declaredVersion(deadLetters![0], deadLetters![1])).toBe("none")
       const [, , ...tiers] = Topology.queueDeclarations(queue, defaults)
+      expect(tiers).toHaveLength(16)
       for (const [name, options] of tiers) expect([name, yield* declaredVersion(name, options)]).toEqual([name, 2])
       const stats = yield* broker.stats(queue)
       expect(stats).toMatchObject({ waiting: 0, active: 0, delayed: 0 })
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("the refusal of an unversioned queue does not fail other calls on the broker meanwhile", () =>
+    Effect.gen(function* () {
+      const legacy = uniqueQueue("cqv1-concurrent")
+      const other = uniqueQueue("cqv2-other")
+      yield* legacyQueues(legacy, [])
+      const broker = yield* RabbitMQBroker.make({ url })
+      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(legacy)))
+      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(other)))
+      yield* broker.send(other, [message("x"), message("y")])
+      // the legacy queue's first declaration is refused once; the checks of `stats` on the other
+      // queue are in flight on the broker's shared channel at the same moment
+      const [sent, ...counts] = yield* Effect.all(
+        [
+          broker.send(legacy, [message("z")]),
+          broker.stats(other),
+          broker.stats(other),
+          broker.deadLetters.count(other)
+        ] as const,
+        { concurrency: "unbounded" }
+      )
+      expect(sent.map((r) => r.id)).toEqual(["z"])
+      expect(counts).toMatchObject([{ waiting: 2 }, { waiting: 2 }, 0])
+      expect((yield* broker.stats(legacy)).waiting).toBe(1)
     }).pipe(Effect.scoped)
   )
 

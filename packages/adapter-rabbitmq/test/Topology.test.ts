@@ -115,17 +115,24 @@ describe("wait tiers", () => {
       expect(options.arguments).not.toHaveProperty("x-queue-version")
   })
 
-  it("recognises RabbitMQ's refusal of another storage version, and only that", () => {
-    const refusal = new Error(
-      "Channel closed by server: 406 (PRECONDITION-FAILED) with message \"PRECONDITION_FAILED - inequivalent arg 'x-queue-version' for queue 'q' in vhost '/': received the value '2' of type 'byte' but current is none\""
+  it("recognises RabbitMQ's refusal of version 2 for a queue without one, and only that", () => {
+    const refusal = (queue: string, received: string, current: string) =>
+      new Error(
+        `Operation failed: QueueDeclare; 406 (PRECONDITION-FAILED) with message "PRECONDITION_FAILED - inequivalent arg 'x-queue-version' for queue '${queue}' in vhost '/': received ${received} but current is ${current}"`
+      )
+    expect(Topology.unversionedQueueIn(refusal("q~wait~100", "the value '2' of type 'byte'", "none"))).toBe(
+      "q~wait~100"
     )
-    expect(Topology.isQueueVersionMismatch(refusal)).toBe(true)
+    expect(Topology.unversionedQueueIn(refusal("it's", "the value '2' of type 'byte'", "none"))).toBe("it's")
+    // the opposite mismatches: a version-2 queue declared without a version, or with version 1
+    expect(Topology.unversionedQueueIn(refusal("q", "none", "the value '2' of type 'byte'"))).toBeUndefined()
+    expect(Topology.unversionedQueueIn(refusal("q", "'1'", "'2'"))).toBeUndefined()
     expect(
-      Topology.isQueueVersionMismatch(
+      Topology.unversionedQueueIn(
         new Error("PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'q' in vhost '/'")
       )
-    ).toBe(false)
-    expect(Topology.isQueueVersionMismatch(undefined)).toBe(false)
-    expect(Topology.isQueueVersionMismatch("x-queue-version")).toBe(false)
+    ).toBeUndefined()
+    expect(Topology.unversionedQueueIn(undefined)).toBeUndefined()
+    expect(Topology.unversionedQueueIn("x-queue-version")).toBeUndefined()
   })
 })

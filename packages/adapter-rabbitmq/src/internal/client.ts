@@ -139,6 +139,11 @@ export class Client {
   /** Returned publishes by `returnKey` (counts), per channel, until their confirm arrives. */
   private readonly returned = new WeakMap<amqp.Channel, Map<string, number>>()
   private readonly channels = new Set<amqp.Channel>()
+  /**
+   * Queues found to exist without a storage version while version 2 is configured: declared
+   * without `x-queue-version` from then on (kept across reconnects, dropped by `forgetTopology`).
+   */
+  private readonly unversioned = new Set<string>()
   /** Why the server closed a channel (a channel-level error), if it did. */
   private readonly channelErrors = new WeakMap<amqp.Channel, Error>()
   /** Sends waiting for their confirms, by deadline: one timer for all of them, not one per send. */
@@ -309,43 +314,44 @@ export class Client {
   forgetTopology(queue: string): void {
     this.topology.delete(queue)
     this.declared.delete(queue)
+    // a queue deleted and created again gets the configured storage version
+    for (const [name] of Topology.queueDeclarations(queue, this.options.settings)) this.unversioned.delete(name)
   }
 
   private async declare(queue: string): Promise<void> {
     const settings = this.options.settings
     const queues = Topology.queueDeclarations(queue, settings)
     const exchanges = Array.from({ length: settings.tiers }, (_, tier) => Topology.routeExchange(queue, settings, tier))
-    const channel = await this.adminChannel()
-    // amqplib pipelines these RPCs on the channel; waiting per group keeps the order that matters
-    // (exchanges and queues exist before they are bound).
-    const declared = await Promise.allSettled([
-      ...queues.map(([name, options]) => channel.assertQueue(name, options)),
-      ...exchanges.map((exchange) => channel.assertExchange(exchange, "topic", { durable: true }))
-    ])
-    // RabbitMQ answers the RPCs in order: the first refusal is the cause, the later ones only
-    // found the channel closed by it
-    const refused = declared.find((result) => result.status === "rejected")
-    if (refused === undefined) return this.bind(channel, queue)
-    if (!Topology.isQueueVersionMismatch(refused.reason)) throw refused.reason
-    // A queue created before the storage version was declared (an earlier Errand, or another
-    // client) keeps the version it has: declared again without `x-queue-version`, one queue at a
-    // time, on channels of its own (each refusal closes the channel).
-    let own = await this.channel()
+    // amqplib sends a channel's RPCs one after another; awaiting them all before the bindings keeps
+    // the order that matters (exchanges and queues exist before they are bound). RabbitMQ answers
+    // in order, so the first refusal is the cause and the later ones only found the channel closed.
+    const declareAll = async (channel: amqp.Channel) => {
+      const declared = await Promise.allSettled([
+        ...queues.map(([name, options]) =>
+          channel.assertQueue(name, this.unversioned.has(name) ? Topology.withoutQueueVersion(options) : options)
+        ),
+        ...exchanges.map((exchange) => channel.assertExchange(exchange, "topic", { durable: true }))
+      ])
+      return declared.find((result): result is PromiseRejectedResult => result.status === "rejected")
+    }
+    // A channel of its own rather than the shared admin channel: a refusal closes the channel it
+    // happens on, and a queue created without a storage version is refused once (below), which
+    // must not fail the checks other callers have queued on the admin channel.
+    let channel = await this.channel()
     try {
-      for (const [name, options] of queues) {
-        try {
-          await own.assertQueue(name, options)
-        } catch (error) {
-          if (!Topology.isQueueVersionMismatch(error)) throw error
-          own = await this.channel()
-          await own.assertQueue(name, Topology.withoutQueueVersion(options))
-        }
+      for (;;) {
+        const refused = await declareAll(channel)
+        if (refused === undefined) break
+        // A queue created before storage versions were declared (an earlier Errand, another
+        // client) keeps the version it has: remembered, and declared again without the argument.
+        const unversioned = Topology.unversionedQueueIn(refused.reason)
+        if (unversioned === undefined || this.unversioned.has(unversioned)) throw refused.reason
+        this.unversioned.add(unversioned)
+        channel = await this.channel()
       }
-      const on = own
-      await Promise.all(exchanges.map((exchange) => on.assertExchange(exchange, "topic", { durable: true })))
-      await this.bind(own, queue)
+      await this.bind(channel, queue)
     } finally {
-      void own.close().catch(() => {})
+      void channel.close().catch(() => {})
     }
   }
 

@@ -27,7 +27,7 @@ export interface TopologySettings {
   readonly tiers: number
   /**
    * Storage version of the classic queues this adapter creates (`x-queue-version`): 2 declares it,
-   * 1 leaves it to the broker's default (version 1 before RabbitMQ 4.3). Ignored for quorum queues.
+   * 1 leaves it to the broker's default (version 1 on RabbitMQ 3.x). Ignored for quorum queues.
    */
   readonly classicQueueVersion: 1 | 2
 }
@@ -85,11 +85,20 @@ export const withoutQueueVersion = (options: Options.AssertQueue): Options.Asser
 }
 
 /**
- * Whether a declaration was refused only because the queue exists with another storage version
- * (RabbitMQ: `inequivalent arg 'x-queue-version' … received the value '2' … but current is none`).
+ * The queue named in RabbitMQ's refusal of version 2 for a queue that exists without a storage
+ * version (`inequivalent arg 'x-queue-version' for queue 'q' in vhost '/': received the value '2'
+ * of type 'byte' but current is none`): such a queue can be declared again without the argument.
+ * Undefined for any other error, the opposite mismatch (a version-2 queue declared without a
+ * version) included, which nothing on this side can mend.
  */
-export const isQueueVersionMismatch = (error: unknown): boolean =>
-  /inequivalent arg 'x-queue-version'/u.test(String((error as { message?: unknown } | null)?.message ?? ""))
+export const unversionedQueueIn = (error: unknown): string | undefined => {
+  const message = String((error as { message?: unknown } | null)?.message ?? "")
+  const match =
+    /inequivalent arg 'x-queue-version' for queue '((?:[^']|'(?! in vhost))*)' in vhost '.*': received the value '2'.* but current is none/u.exec(
+      message
+    )
+  return match?.[1]
+}
 
 /** Arguments of the work queue. */
 export const workQueueOptions = (settings: TopologySettings): Options.AssertQueue => ({
