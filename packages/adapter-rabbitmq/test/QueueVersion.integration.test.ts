@@ -79,27 +79,29 @@ describe("classic queue storage version (x-queue-version)", () => {
     }).pipe(Effect.scoped)
   )
 
-  it.live("queues that exist without a version (an earlier Errand) keep it: nothing refused, nothing lost", () =>
-    Effect.gen(function* () {
-      const queue = uniqueQueue("cqv1-legacy")
-      const [work, deadLetters] = Topology.queueDeclarations(queue, defaults)
-      // the work queue and its dead-letter queue as an earlier version declared them, holding jobs
-      yield* legacyQueues(queue, ["old-1", "old-2"])
-      const broker = yield* RabbitMQBroker.make({ url })
-      yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
-      // the send declares the topology: the two old queues again as they are, the wait tiers as version 2
-      yield* broker.send(queue, [message("new-1"), message("later", { delay: 300 })])
-      const taken = yield* takeAtLeast(broker, queue, 4)
-      expect(taken.map((d) => d.id)).toEqual(["old-1", "old-2", "new-1", "later"])
-      for (const delivery of taken) yield* delivery.ack
-      expect(yield* declaredVersion(work![0], work![1])).toBe("none")
-      expect(yield* declaredVersion(deadLetters![0], deadLetters![1])).toBe("none")
-      const [, , ...tiers] = Topology.queueDeclarations(queue, defaults)
-      expect(tiers).toHaveLength(16)
-      for (const [name, options] of tiers) expect([name, yield* declaredVersion(name, options)]).toEqual([name, 2])
-      const stats = yield* broker.stats(queue)
-      expect(stats).toMatchObject({ waiting: 0, active: 0, delayed: 0 })
-    }).pipe(Effect.scoped)
+  it.live(
+    "queues that exist without a version (an earlier Errand) keep it: sends, delays and takes work, nothing lost",
+    () =>
+      Effect.gen(function* () {
+        const queue = uniqueQueue("cqv1-legacy")
+        const [work, deadLetters] = Topology.queueDeclarations(queue, defaults)
+        // the work queue and its dead-letter queue as an earlier version declared them, holding jobs
+        yield* legacyQueues(queue, ["old-1", "old-2"])
+        const broker = yield* RabbitMQBroker.make({ url })
+        yield* Effect.addFinalizer(() => Effect.ignore(broker.deleteQueue(queue)))
+        // the send declares the topology: the two old queues again as they are, the wait tiers as version 2
+        yield* broker.send(queue, [message("new-1"), message("later", { delay: 300 })])
+        const taken = yield* takeAtLeast(broker, queue, 4)
+        expect(taken.map((d) => d.id)).toEqual(["old-1", "old-2", "new-1", "later"])
+        for (const delivery of taken) yield* delivery.ack
+        expect(yield* declaredVersion(work![0], work![1])).toBe("none")
+        expect(yield* declaredVersion(deadLetters![0], deadLetters![1])).toBe("none")
+        const [, , ...tiers] = Topology.queueDeclarations(queue, defaults)
+        expect(tiers).toHaveLength(16)
+        for (const [name, options] of tiers) expect([name, yield* declaredVersion(name, options)]).toEqual([name, 2])
+        const stats = yield* broker.stats(queue)
+        expect(stats).toMatchObject({ waiting: 0, active: 0, delayed: 0 })
+      }).pipe(Effect.scoped)
   )
 
   it.live("the refusal of an unversioned queue does not fail other calls on the broker meanwhile", () =>
