@@ -1,7 +1,8 @@
 import type { Broker } from "@errand/core"
 import { execFile } from "node:child_process"
 import * as net from "node:net"
-import { Effect } from "effect"
+import { expect } from "@effect/vitest"
+import { Effect, Exit } from "effect"
 import { RabbitMQBroker } from "../src/index.js"
 
 /** The broker under test (overridable with AMQP_URL). */
@@ -94,3 +95,20 @@ export const restartBroker: Effect.Effect<void, unknown> = Effect.gen(function* 
   yield* rabbitmqctl("await_startup")
   yield* waitConnectable
 })
+
+/**
+ * What `RabbitMQBroker.make(options)` fails with, asserting that it fails. Against port 1, so a
+ * failure from a connection attempt would show as a Connection error instead of an option check.
+ */
+export const failureOfMake = (
+  options: RabbitMQBroker.Options
+): Effect.Effect<{ readonly message: string } | undefined> =>
+  Effect.gen(function* () {
+    const exit = yield* Effect.exit(
+      Effect.scoped(RabbitMQBroker.make({ url: "amqp://guest:guest@127.0.0.1:1", ...options }))
+    )
+    expect(Exit.isFailure(exit)).toBe(true)
+    const reason = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
+    expect(reason?._tag).toBe("Fail")
+    return reason?._tag === "Fail" ? reason.error : undefined
+  })

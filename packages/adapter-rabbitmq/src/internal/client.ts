@@ -315,7 +315,7 @@ export class Client {
     this.topology.delete(queue)
     this.declared.delete(queue)
     // a queue deleted and created again gets the configured storage version
-    for (const [name] of Topology.queueDeclarations(queue, this.options.settings)) this.unversioned.delete(name)
+    for (const name of this.names(queue).queues) this.unversioned.delete(name)
   }
 
   private async declare(queue: string): Promise<void> {
